@@ -1,0 +1,193 @@
+"""``voxflow probe``: the corpus inventory job.
+
+list -> Ray Dataset of paths -> ProbeOperator tasks (0.5 CPU each, streaming decode) -> driver
+sink. Only paths flow into the cluster and one small row per file flows back, so memory stays
+bounded by a block of audio per task whatever the corpus or file size.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from audio_ops.probe import PROBE_COLUMNS, ProbeOperator
+from pipelines.config import ProbeRunConfig, config_hash, to_dict
+from pipelines.runtime import Progress, RaySession
+from pipelines.sinks import (
+    TableSink,
+    join,
+    package_versions,
+    utc_now,
+    write_run_json,
+)
+from pipelines.sources import list_corpus
+from pipelines.stages import apply_operator, resources_for
+
+_ARROW = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
+
+ERRORS_SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("file_id", pa.string()),
+        ("rel_path", pa.string()),
+        ("stage", pa.string()),
+        ("error_kind", pa.string()),
+        ("error", pa.string()),
+    ]
+)
+
+
+@dataclass
+class JobSummary:
+    """What a job did, as printed at its end and stored in ``_run.json``.
+
+    Args:
+        job: the job's name.
+        out: output folder.
+        inputs: files listed.
+        ok: files processed without error.
+        errors: files that became error rows.
+        audio_seconds: audio processed (ok files).
+        wall_seconds: the job's wall time.
+        errors_by_kind: error counts by ``error_kind``.
+    """
+
+    job: str
+    out: str
+    inputs: int = 0
+    ok: int = 0
+    errors: int = 0
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    errors_by_kind: dict[str, int] = field(default_factory=dict)
+
+    def text(self) -> str:
+        """The short summary a person reads at the end of a run."""
+        speed = self.audio_seconds / self.wall_seconds if self.wall_seconds else 0.0
+        lines = [
+            f"voxflow {self.job}: {self.inputs} files ({self.ok} ok, {self.errors} errors), "
+            f"{self.audio_seconds / 3600:.3f} h of audio in {self.wall_seconds:.1f}s "
+            f"({speed:.1f}x real time)",
+        ]
+        for kind, count in sorted(self.errors_by_kind.items(), key=lambda kv: (-kv[1], kv[0])):
+            lines.append(f"  errors: {count} {kind}")
+        lines.append(f"  output: {self.out}")
+        return "\n".join(lines)
+
+
+def files_schema(listing: list[dict[str, Any]]) -> pa.Schema:
+    """Schema of ``files/``: the listing's columns, then the probe columns."""
+    fields = [
+        pa.field("path", pa.string()),
+        pa.field("file_id", pa.string()),
+        pa.field("rel_path", pa.string()),
+        pa.field("source", pa.string()),
+    ]
+    names = {f.name for f in fields}
+    if listing:
+        inferred = pa.Table.from_pylist(listing).schema
+        for f in inferred:
+            if f.name not in names and f.name not in PROBE_COLUMNS:
+                fields.append(pa.field(f.name, pa.string() if pa.types.is_null(f.type) else f.type))
+                names.add(f.name)
+    fields += [pa.field(name, _ARROW[kind]) for name, kind in PROBE_COLUMNS.items()]
+    fields.append(pa.field("error_stage", pa.string()))
+    return pa.schema(fields)
+
+
+def error_record(row: dict[str, Any]) -> dict[str, Any]:
+    """The ``errors/`` row of a failed file row."""
+    return {
+        "path": row.get("path"),
+        "file_id": row.get("file_id"),
+        "rel_path": row.get("rel_path"),
+        "stage": row.get("error_stage") or "",
+        "error_kind": row.get("error_kind") or "error",
+        "error": row.get("error") or "",
+    }
+
+
+def run_probe(
+    inputs: list[str],
+    out: str,
+    config: ProbeRunConfig | None = None,
+    *,
+    address: str | None = None,
+    quiet: bool = False,
+) -> JobSummary:
+    """Inventory a corpus: one row per input file in ``out/files``, failures in ``out/errors``.
+
+    Args:
+        inputs: directories, globs, files or manifests (see :func:`pipelines.sources.list_corpus`).
+        out: output folder, local or URL.
+        config: the run's configuration; defaults when None.
+        address: Ray address; None starts (and stops) a local Ray.
+        quiet: no progress line.
+
+    Returns:
+        The job's summary; ``ok + errors == inputs`` always.
+    """
+    config = config or ProbeRunConfig()
+    started_at, t0 = utc_now(), time.perf_counter()
+    listing = list_corpus(inputs, config.extensions or None)
+    summary = JobSummary(job="probe", out=out, inputs=len(listing))
+    files = TableSink(join(out, "files"), files_schema(listing))
+    errors = TableSink(join(out, "errors"), ERRORS_SCHEMA)
+    kinds: Counter[str] = Counter()
+    progress = Progress("probe", len(listing), quiet=quiet)
+    if listing:
+        with RaySession(address=address, quiet=quiet):
+            import ray.data
+
+            ds = ray.data.from_items(listing, override_num_blocks=min(len(listing), 200))
+            ds = apply_operator(
+                ds,
+                ProbeOperator,
+                stage="probe",
+                kwargs={"config": config.probe},
+                resources=resources_for(ProbeOperator, config.resources, "probe"),
+            )
+            for batch in ds.iter_batches(batch_size=64, batch_format="pyarrow"):
+                rows = batch.to_pylist()
+                files.add(rows)
+                failed = [r for r in rows if r.get("status") != "ok"]
+                errors.add(error_record(r) for r in failed)
+                kinds.update(r.get("error_kind") or "error" for r in failed)
+                seconds = sum(
+                    float(r.get("duration") or 0.0) for r in rows if r.get("status") == "ok"
+                )
+                summary.ok += len(rows) - len(failed)
+                summary.errors += len(failed)
+                summary.audio_seconds += seconds
+                progress.update(len(rows), seconds, len(failed))
+    files.close()
+    errors.close()
+    progress.close()
+    summary.errors_by_kind = dict(kinds)
+    summary.wall_seconds = time.perf_counter() - t0
+    write_run_json(
+        out,
+        {
+            "job": "probe",
+            "inputs": list(inputs),
+            "config": to_dict(config),
+            "config_hash": config_hash(config),
+            "versions": package_versions(),
+            "started_at": started_at,
+            "ended_at": utc_now(),
+            "wall_seconds": summary.wall_seconds,
+            "counts": {
+                "inputs": summary.inputs,
+                "ok": summary.ok,
+                "errors": summary.errors,
+                "errors_by_kind": summary.errors_by_kind,
+                "audio_seconds": summary.audio_seconds,
+            },
+            "tables": {"files": files.shards, "errors": errors.shards},
+        },
+    )
+    return summary

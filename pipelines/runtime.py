@@ -1,0 +1,126 @@
+"""Connecting to Ray, and the terminal progress line every job shows."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import Any, TextIO
+
+log = logging.getLogger(__name__)
+
+
+class RaySession:
+    """Connect to a cluster or start a local Ray for the length of a ``with`` block.
+
+    With no address (and no ``RAY_ADDRESS`` in the environment) a local Ray is started and shut
+    down on exit, so a job leaves no Ray processes behind. When Ray is already initialised in
+    this process (tests share one local cluster) it is used as it is and left running.
+
+    Args:
+        address: ``ray://host:10001``, ``host:6379`` or ``auto``; None for local or RAY_ADDRESS.
+        num_cpus: CPUs of a local Ray (None: all cores).
+        quiet: silence Ray Data's own progress bars and execution logs.
+    """
+
+    def __init__(
+        self, address: str | None = None, num_cpus: int | None = None, quiet: bool = False
+    ):
+        self.address = address
+        self.num_cpus = num_cpus
+        self.quiet = quiet
+        self._started = False
+
+    def __enter__(self) -> RaySession:
+        import ray
+
+        if not ray.is_initialized():
+            address = self.address or os.environ.get("RAY_ADDRESS") or None
+            kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
+            if address is None:
+                kwargs.update(include_dashboard=False, num_cpus=self.num_cpus)
+            ray.init(address=address, **kwargs)
+            self._started = True
+        configure_data_context(quiet=True)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import ray
+
+        if self._started:
+            ray.shutdown()
+
+
+def configure_data_context(quiet: bool = True, preserve_order: bool = True) -> None:
+    """Ray Data settings every voxflow job runs with.
+
+    Args:
+        quiet: hide Ray Data's per-operator progress bars (voxflow prints its own line).
+        preserve_order: emit rows in input order, so a job's tables are deterministic.
+    """
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = not quiet
+    ctx.execution_options.preserve_order = preserve_order
+    ctx.print_on_execution_start = False
+    for name in ("ray.data", "ray.data._internal"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class Progress:
+    """One line of progress on a terminal: files done of total, hours, x real time, errors.
+
+    On a TTY the line is redrawn in place; in logs (not a TTY) a line is printed every 10 % or
+    every 30 s. ``quiet`` prints nothing.
+
+    Args:
+        job: the job's name (``probe``, ``diarize``...).
+        total: files expected.
+        quiet: print nothing.
+        stream: where to print (stderr by default).
+    """
+
+    def __init__(self, job: str, total: int, quiet: bool = False, stream: TextIO | None = None):
+        self.job, self.total, self.quiet = job, total, quiet
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.done = self.errors = 0
+        self.audio_seconds = 0.0
+        self.started = time.monotonic()
+        self._last_print = 0.0
+        self._last_decile = -1
+
+    def update(self, files: int, audio_seconds: float, errors: int) -> None:
+        """Count ``files`` more files, ``audio_seconds`` more audio and ``errors`` more errors."""
+        self.done += files
+        self.audio_seconds += audio_seconds
+        self.errors += errors
+        if self.quiet:
+            return
+        now = time.monotonic()
+        decile = int(10 * self.done / max(self.total, 1))
+        if self.tty and now - self._last_print >= 0.2:
+            self.stream.write("\r" + self.line() + "\033[K")
+            self.stream.flush()
+            self._last_print = now
+        elif not self.tty and (decile > self._last_decile or now - self._last_print >= 30):
+            self.stream.write(self.line() + "\n")
+            self.stream.flush()
+            self._last_print, self._last_decile = now, decile
+
+    def line(self) -> str:
+        """The progress text."""
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        return (
+            f"{self.job}: {self.done}/{self.total} files, {self.audio_seconds / 3600:.2f} h, "
+            f"{self.audio_seconds / elapsed:.1f}x real time, {self.errors} errors, "
+            f"{elapsed:.0f}s"
+        )
+
+    def close(self) -> None:
+        """End the progress line."""
+        if not self.quiet and self.tty:
+            self.stream.write("\r" + self.line() + "\033[K\n")
+            self.stream.flush()

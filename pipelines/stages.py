@@ -1,0 +1,198 @@
+"""The one adapter: any ``audio_ops`` operator -> a Ray Data stage with its declared resources.
+
+An operator is a class whose constructor loads what it needs (a model, once per actor) and whose
+``__call__(batch) -> batch`` maps a dict of numpy columns. It declares ``num_cpus``, ``num_gpus``,
+``batch_size``, ``inputs`` and ``outputs``; a :class:`StageResources` from the run's config
+overrides the scheduling part.
+
+The adapter adds the guarantee every pipeline needs: a batch that raises is retried row by row,
+and a row that still raises becomes an error row (``status="error"``, ``error_kind``, ``error``,
+``error_stage``) instead of failing the job. Nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from audio_ops.errors import error_kind
+from pipelines.config import StageResources
+
+log = logging.getLogger(__name__)
+
+ERROR_COLUMNS = ("status", "error_kind", "error", "error_stage")
+
+
+def resources_for(
+    operator_cls: type, overrides: dict[str, StageResources], stage: str
+) -> StageResources:
+    """The resources of ``stage``: the operator's declared defaults, then the config's override.
+
+    Args:
+        operator_cls: the operator class (its ``num_cpus``/``num_gpus``/``batch_size``...).
+        overrides: ``resources:`` section of the run config, by stage name.
+        stage: the stage's name in that section.
+    """
+    if stage in overrides:
+        return overrides[stage]
+    declared = StageResources()
+    for name in ("num_cpus", "num_gpus", "batch_size", "min_actors", "max_actors", "memory"):
+        if hasattr(operator_cls, name):
+            declared = replace(declared, **{name: getattr(operator_cls, name)})
+    return declared
+
+
+def _slice(batch: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
+    return {k: v[i : i + 1] for k, v in batch.items()}
+
+
+def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    keys: list[str] = []
+    for part in parts:
+        keys.extend(k for k in part if k not in keys)
+    out = {}
+    for key in keys:
+        columns = []
+        for part in parts:
+            n = len(next(iter(part.values())))
+            columns.append(part[key] if key in part else np.array([None] * n, dtype=object))
+        try:
+            out[key] = np.concatenate(columns)
+        except (ValueError, TypeError):
+            out[key] = np.concatenate([c.astype(object) for c in columns])
+    return out
+
+
+class SafeOperator:
+    """Wraps an operator so that one bad row never fails the batch or the job.
+
+    Args:
+        operator_cls: the operator class, constructed once (per actor) here.
+        stage: stage name written into ``error_stage`` of error rows.
+        kwargs: constructor arguments.
+    """
+
+    def __init__(self, operator_cls: type, stage: str, kwargs: dict[str, Any] | None = None):
+        self.stage = stage
+        self.operator = operator_cls(**(kwargs or {}))
+
+    def _mark(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(next(iter(batch.values()))) if batch else 0
+        if "status" not in batch:
+            batch["status"] = np.array(["ok"] * n, dtype=object)
+        for column in ("error_kind", "error", "error_stage"):
+            if column not in batch:
+                batch[column] = np.array([""] * n, dtype=object)
+        failed = (batch["status"] == "error") & (batch["error_stage"] == "")
+        if failed.any():
+            batch["error_stage"] = np.where(failed, self.stage, batch["error_stage"]).astype(object)
+        return batch
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(next(iter(batch.values()))) if batch else 0
+        # Rows an earlier stage already failed pass through untouched.
+        if "status" in batch and (batch["status"] == "error").any():
+            live = np.flatnonzero(batch["status"] != "error")
+            if live.size == 0:
+                return batch
+            done = [self(_take(batch, live))]
+            dead = np.flatnonzero(batch["status"] == "error")
+            return _concat(done + [_take(batch, dead)])
+        try:
+            return self._mark(dict(self.operator(batch)))
+        except Exception as exc:
+            if n <= 1:
+                return self._error_rows(batch, exc)
+            log.warning("%s: batch of %d failed (%s); retrying row by row", self.stage, n, exc)
+        parts = []
+        for i in range(n):
+            row = _slice(batch, i)
+            try:
+                parts.append(self._mark(dict(self.operator(row))))
+            except Exception as exc:  # a failing row becomes an error row
+                parts.append(self._error_rows(row, exc))
+        return _concat(parts)
+
+    def _error_rows(
+        self, batch: dict[str, np.ndarray], exc: BaseException
+    ) -> dict[str, np.ndarray]:
+        n = len(next(iter(batch.values())))
+        out = dict(batch)
+        out["status"] = np.array(["error"] * n, dtype=object)
+        out["error_kind"] = np.array([error_kind(exc)] * n, dtype=object)
+        out["error"] = np.array([str(exc) or repr(exc)] * n, dtype=object)
+        out["error_stage"] = np.array([self.stage] * n, dtype=object)
+        return out
+
+
+def _take(batch: dict[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[index] for k, v in batch.items()}
+
+
+def apply_operator(
+    ds: Any,
+    operator_cls: type,
+    *,
+    stage: str,
+    kwargs: dict[str, Any] | None = None,
+    resources: StageResources | None = None,
+    use_actors: bool | None = None,
+) -> Any:
+    """Add ``operator_cls`` to a Ray Dataset as a stage.
+
+    Operators that hold a model (``uses_model = True``) run in an actor pool sized
+    ``[min_actors, max_actors]`` so the model loads once per actor; model-free ones run as tasks.
+
+    Args:
+        ds: the ``ray.data.Dataset``.
+        operator_cls: the operator class.
+        stage: the stage's name (for errors and resource overrides).
+        kwargs: constructor arguments of the operator.
+        resources: scheduling; the operator's declared defaults when None.
+        use_actors: force actors (True) or tasks (False); default from ``uses_model``.
+    """
+    res = resources or resources_for(operator_cls, {}, stage)
+    actors = getattr(operator_cls, "uses_model", False) if use_actors is None else use_actors
+    options: dict[str, Any] = {
+        "batch_size": res.batch_size,
+        "num_cpus": res.num_cpus,
+        "batch_format": "numpy",
+        "zero_copy_batch": True,
+    }
+    if res.num_gpus:
+        options["num_gpus"] = res.num_gpus
+    if res.memory:
+        options["memory"] = res.memory
+    if actors:
+        return ds.map_batches(
+            SafeOperator,
+            fn_constructor_kwargs={"operator_cls": operator_cls, "stage": stage, "kwargs": kwargs},
+            concurrency=(res.min_actors, res.max_actors),
+            **options,
+        )
+    wrapper = _TaskOperator(operator_cls, stage, kwargs)
+    return ds.map_batches(wrapper, **options)
+
+
+class _TaskOperator:
+    """A picklable task function that builds the operator lazily once per worker process."""
+
+    def __init__(self, operator_cls: type, stage: str, kwargs: dict[str, Any] | None):
+        self.operator_cls, self.stage, self.kwargs = operator_cls, stage, kwargs
+        self._safe: SafeOperator | None = None
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._safe is None:
+            self._safe = SafeOperator(self.operator_cls, self.stage, self.kwargs)
+        return self._safe(batch)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "operator_cls": self.operator_cls,
+            "stage": self.stage,
+            "kwargs": self.kwargs,
+            "_safe": None,
+        }

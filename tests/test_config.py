@@ -1,0 +1,47 @@
+"""Run configuration: unknown keys and wrong types name the key; hashes are stable."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.config import ConfigError, ProbeRunConfig, StageResources, config_hash, load_config
+
+
+def test_yaml_is_parsed_into_operator_configs(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "probe:\n  min_duration: 0.5\nresources:\n  probe:\n    num_cpus: 0.25\n    batch_size: 8\n"
+    )
+    config = load_config(ProbeRunConfig, str(path))
+    assert config.probe.min_duration == 0.5
+    assert config.resources["probe"] == StageResources(num_cpus=0.25, batch_size=8)
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("probe:\n  min_duraton: 0.5\n", "unknown key probe.min_duraton"),
+        ("probe:\n  min_duration: fast\n", "probe.min_duration: expected float"),
+        ("resources:\n  probe:\n    batch_size: 0\n", "batch_size must be >= 1"),
+        ("resources:\n  probe:\n    num_cpus: 0\n", "num_cpus > 0 or num_gpus > 0"),
+        ("- a\n- b\n", "top level must be a mapping"),
+        ("probe: [1, 2\n", "not valid YAML"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path, text, message):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(ProbeRunConfig, str(path))
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(ProbeRunConfig, str(tmp_path / "absent.yaml"))
+
+
+def test_overrides_and_hash():
+    a = load_config(ProbeRunConfig, None, {"probe.min_duration": 0.2})
+    b = load_config(ProbeRunConfig, None, {"probe.min_duration": 0.2, "probe.block_frames": None})
+    c = load_config(ProbeRunConfig, None, {"probe.min_duration": 0.3})
+    assert a == b and config_hash(a) == config_hash(b) != config_hash(c)
