@@ -16,7 +16,8 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/voxflow probe examples/sample/audio --out out/sample-probe
+	$(VENV)/bin/voxflow diarize examples/sample/audio --out out/sample-diarize
+	$(VENV)/bin/voxflow eval diarization --ref examples/sample/rttm --hyp out/sample-diarize
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -55,7 +55,97 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="files shorter than this are errors (default 0.01)",
     )
+
+    diarize = sub.add_parser(
+        "diarize", help="who spoke when in every file, with one speaker id across the corpus"
+    )
+    _add_common(diarize)
+    count = diarize.add_mutually_exclusive_group()
+    count.add_argument("--num-speakers", type=int, metavar="N", help="exact speakers per file")
+    diarize.add_argument(
+        "--min-speakers", type=int, metavar="A", help="at least A speakers per file"
+    )
+    diarize.add_argument(
+        "--max-speakers", type=int, metavar="B", help="at most B speakers per file"
+    )
+    diarize.add_argument(
+        "--speakers",
+        metavar="TABLE",
+        help="known speakers (parquet/csv: name + embedding, or name + path of reference audio)",
+    )
+    diarize.add_argument(
+        "--embeddings", action="store_true", help="also write window-level embeddings/"
+    )
+
+    export = sub.add_parser("export", help="export a run's tables to other formats")
+    export_sub = export.add_subparsers(dest="format", required=True)
+    rttm = export_sub.add_parser("rttm", help="one RTTM file per input, named after its stem")
+    rttm.add_argument("run", metavar="DIR", help="a voxflow diarize output folder")
+    rttm.add_argument("--to", required=True, metavar="RTTM_DIR", help="folder for the .rttm files")
+    rttm.add_argument(
+        "--global",
+        dest="use_global",
+        action="store_true",
+        help="label turns with corpus-wide speaker ids (or enrolled names) instead of file-local ones",
+    )
+
+    evaluate = sub.add_parser("eval", help="score a run against references")
+    eval_sub = evaluate.add_subparsers(dest="task", required=True)
+    ev = eval_sub.add_parser(
+        "diarization", help="DER, JER, miss/false alarm/confusion, speaker counts, global identity"
+    )
+    ev.add_argument(
+        "--ref", required=True, metavar="RTTM_DIR", help="folder of reference .rttm files"
+    )
+    ev.add_argument(
+        "--hyp",
+        required=True,
+        metavar="DIR",
+        help="a voxflow diarize output folder, or a folder of .rttm files",
+    )
+    ev.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
     return parser
+
+
+def _cmd_diarize(args: argparse.Namespace) -> int:
+    from pipelines.diarize import DiarizeRunConfig, run_diarize
+
+    overrides = {
+        "diarization.clustering.num_speakers": args.num_speakers,
+        "diarization.clustering.min_speakers": args.min_speakers,
+        "diarization.clustering.max_speakers": args.max_speakers,
+        "write_embeddings": True if args.embeddings else None,
+    }
+    config = load_config(DiarizeRunConfig, args.config, overrides)
+    summary = run_diarize(
+        args.inputs,
+        args.out,
+        config,
+        speakers=args.speakers,
+        address=args.address,
+        quiet=args.quiet,
+    )
+    print(summary.text())
+    if summary.inputs == 0:
+        print("voxflow diarize: no audio files found in the inputs", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pipelines.report import export_rttm
+
+    written = export_rttm(args.run, args.to, use_global=args.use_global)
+    print(f"wrote {len(written)} RTTM files to {args.to}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from pipelines.report import evaluate_run
+
+    report = evaluate_run(args.ref, args.hyp, json_path=args.json)
+    print(report.text())
+    return 0
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
@@ -70,7 +160,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"probe": _cmd_probe}
+COMMANDS = {"probe": _cmd_probe, "diarize": _cmd_diarize, "export": _cmd_export, "eval": _cmd_eval}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, SourceError) as exc:
+    except (ConfigError, SourceError, FileNotFoundError, ValueError) as exc:
         print(f"voxflow {args.command}: {exc}", file=sys.stderr)
         return 2
 

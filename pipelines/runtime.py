@@ -62,7 +62,12 @@ def configure_data_context(quiet: bool = True, preserve_order: bool = True) -> N
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
+    # Ray Data logs a warning when its bars are switched off; voxflow prints its own line.
+    data_logger = logging.getLogger("ray.data")
+    level = data_logger.level
+    data_logger.setLevel(logging.ERROR)
     ctx.enable_progress_bars = not quiet
+    data_logger.setLevel(level)
     ctx.execution_options.preserve_order = preserve_order
     ctx.print_on_execution_start = False
     for name in ("ray.data", "ray.data._internal"):

@@ -92,15 +92,19 @@ class SafeOperator:
         return batch
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        n = len(next(iter(batch.values()))) if batch else 0
-        # Rows an earlier stage already failed pass through untouched.
+        # Rows an earlier stage already failed pass through untouched. (No recursion through
+        # __call__: Ray Data runs a callable class's __call__ on one thread and a nested call
+        # would wait on itself forever.)
         if "status" in batch and (batch["status"] == "error").any():
             live = np.flatnonzero(batch["status"] != "error")
             if live.size == 0:
                 return batch
-            done = [self(_take(batch, live))]
             dead = np.flatnonzero(batch["status"] == "error")
-            return _concat(done + [_take(batch, dead)])
+            return _concat([self._process(_take(batch, live)), _take(batch, dead)])
+        return self._process(batch)
+
+    def _process(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(next(iter(batch.values()))) if batch else 0
         try:
             return self._mark(dict(self.operator(batch)))
         except Exception as exc:
@@ -167,10 +171,12 @@ def apply_operator(
     if res.memory:
         options["memory"] = res.memory
     if actors:
+        from ray.data import ActorPoolStrategy
+
         return ds.map_batches(
             SafeOperator,
             fn_constructor_kwargs={"operator_cls": operator_cls, "stage": stage, "kwargs": kwargs},
-            concurrency=(res.min_actors, res.max_actors),
+            compute=ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),
             **options,
         )
     wrapper = _TaskOperator(operator_cls, stage, kwargs)

@@ -149,15 +149,19 @@ def test_two_actor_pool_with_tasks_does_not_starve_on_two_cpus(ray_local):
     from pipelines.stages import apply_operator
 
     assert ray_local.cluster_resources()["CPU"] == 2
-    rows = [{"path": f"/nonexistent/{i}.wav"} for i in range(40)] + [{"path": "/x/bad.wav"}]
+    real = [{"path": str(p)} for p in _sample_audio_files()] * 4
+    rows = [{"path": f"/nonexistent/{i}.wav"} for i in range(20)] + real + [{"path": "/x/bad.wav"}]
     ds = ray.data.from_items(rows, override_num_blocks=8)
     ds = apply_operator(ds, ProbeOperator, stage="probe")
-    ds = apply_operator(ds, _ToyModel, stage="toy")
+    ds = apply_operator(ds, _ToyModel, stage="toy")  # batches mix failed and live rows
     ds = ds.map_batches(lambda b: b, num_cpus=0.25)
     out = ds.take_all()
     assert len(out) == len(rows)
-    # The probe already failed these (missing files): the model stage let them pass untouched.
-    assert {r["error_stage"] for r in out} == {"probe"}
+    # The probe already failed the missing files: the model stage let them pass untouched and
+    # scored the live rows.
+    failed = [r for r in out if r["status"] == "error"]
+    assert {r["error_stage"] for r in failed} == {"probe"} and len(failed) == 21
+    assert all(r["score"] == len(r["path"]) for r in out if r["status"] == "ok")
 
 
 def test_actor_stage_turns_a_failing_row_into_an_error_row(ray_local):

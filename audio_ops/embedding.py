@@ -1,0 +1,291 @@
+"""Speaker embeddings of fixed-length windows, chosen by a model reference.
+
+- ``resemblyzer`` (default, offline): the GE2E encoder whose weights ship in the ``resemblyzer``
+  package (3-layer LSTM over 40 mel bands, 256-d, L2-normalised). The network is re-declared here
+  and its state dict loaded with ``weights_only=True``; mel features come from torchaudio (equal
+  to resemblyzer's librosa features to 4e-7 relative), so no librosa/numba compile (about 18 s per
+  new process) and no webrtcvad import. The mel spectrogram of a chunk is computed once and every
+  window is a slice of it.
+- any transformers x-vector model (``WavLMForXVector``, e.g. ``microsoft/wavlm-base-plus-sv``) by
+  hub id or local folder: windows are batched through the feature extractor and the model.
+
+Every encoder normalises each window's loudness first (to -30 dBFS RMS): GE2E's mel features are
+not log-scaled, so level differences between recordings would otherwise move the embedding.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from audio_ops.models import ModelError, ModelRef, load_state_dict, pick_device, resolve
+
+SAMPLE_RATE = 16000
+TARGET_DBFS = -30.0
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig:
+    """Speaker embedding parameters.
+
+    Args:
+        model: ``resemblyzer`` (bundled GE2E), a local folder or hub id of a transformers
+            x-vector model, or ``bundled:resemblyzer-ge2e`` / a path to GE2E weights.
+        sha256: optional pin of the weights file.
+        window: window length in seconds.
+        hop: window hop in seconds (windows sit on a file-wide grid of this step).
+        min_speech_fraction: a grid window is embedded when at least this fraction is speech.
+        batch_size: windows per forward pass.
+        device: ``auto`` (GPU when the actor has one), ``cpu`` or ``cuda``.
+    """
+
+    model: str = "resemblyzer"
+    sha256: str | None = None
+    window: float = 1.5
+    hop: float = 0.75
+    min_speech_fraction: float = 0.5
+    batch_size: int = 64
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.hop <= self.window:
+            raise ValueError("need 0 < embedding.hop <= embedding.window")
+        if not 0 < self.min_speech_fraction <= 1:
+            raise ValueError("embedding.min_speech_fraction must lie in (0, 1]")
+        if self.batch_size < 1:
+            raise ValueError("embedding.batch_size must be >= 1")
+
+
+def loudness_gain(windows: np.ndarray, target_dbfs: float = TARGET_DBFS) -> np.ndarray:
+    """Per-window linear gain that brings each window's RMS to ``target_dbfs`` (silence: 1)."""
+    rms = np.sqrt(np.mean(np.square(windows, dtype=np.float64), axis=-1))
+    gain = np.where(rms > 1e-6, 10 ** (target_dbfs / 20) / np.maximum(rms, 1e-12), 1.0)
+    return gain.astype(np.float32)
+
+
+class SpeakerEncoder:
+    """Base class: embeds windows of a 16 kHz chunk. Subclasses implement :meth:`forward`.
+
+    The shared chores live here: cutting windows from the chunk (zero-padded at its end),
+    loudness normalisation, batching, L2 normalisation of the output.
+    """
+
+    dim: int = 0
+
+    def embed(self, audio: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+        """Embeddings of windows ``audio[s : s + length]`` for each sample index ``s``.
+
+        Args:
+            audio: 16 kHz mono chunk.
+            starts: window start indices into ``audio``.
+            length: window length in samples.
+
+        Returns:
+            ``(len(starts), dim)`` float32, L2-normalised rows.
+        """
+        starts = np.asarray(starts, dtype=np.int64)
+        if starts.size == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = self.forward(np.asarray(audio, dtype=np.float32), starts, length)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return (out / np.maximum(norms, 1e-12)).astype(np.float32)
+
+    @staticmethod
+    def cut(audio: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+        """``(n, length)`` windows, zero-padded past the end of ``audio``."""
+        padded = np.concatenate([audio, np.zeros(length, dtype=np.float32)])
+        index = starts[:, None] + np.arange(length)[None, :]
+        return padded[np.clip(index, 0, len(padded) - 1)]
+
+    def forward(self, audio: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+        """Raw embeddings of the windows (normalised by :meth:`embed`)."""
+        raise NotImplementedError
+
+
+def _ge2e_network():
+    import torch
+    from torch import nn
+
+    class GE2E(nn.Module):
+        """resemblyzer's VoiceEncoder network (40 mel -> LSTM 3x256 -> linear 256 -> ReLU)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = nn.LSTM(40, 256, 3, batch_first=True)
+            self.linear = nn.Linear(256, 256)
+            self.relu = nn.ReLU()
+
+        def forward(self, mels: torch.Tensor) -> torch.Tensor:
+            _, (hidden, _) = self.lstm(mels)
+            return self.relu(self.linear(hidden[-1]))
+
+    return GE2E()
+
+
+class GE2EEncoder(SpeakerEncoder):
+    """The GE2E speaker encoder with resemblyzer's bundled weights.
+
+    Args:
+        weights: reference of the weights (default: the file inside the resemblyzer package).
+        sha256: pin of the weights file (the bundled file's hash is pinned already).
+        device: ``cpu``, ``cuda`` or ``auto``.
+        batch_size: windows per forward pass.
+    """
+
+    dim = 256
+    hop_samples = 160  # 10 ms mel hop
+
+    def __init__(
+        self,
+        weights: str = "bundled:resemblyzer-ge2e",
+        sha256: str | None = None,
+        device: str = "auto",
+        batch_size: int = 64,
+    ):
+        import torch
+        import torchaudio
+
+        self.torch = torch
+        self.device = pick_device(device)
+        checkpoint = load_state_dict(resolve(ModelRef(weights, sha256=sha256)))
+        state = checkpoint.get("model_state", checkpoint)
+        self.network = _ge2e_network()
+        missing, _ = self.network.load_state_dict(state, strict=False)
+        if missing:
+            raise ModelError(f"GE2E weights lack {missing}")
+        self.network.eval().to(self.device)
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=SAMPLE_RATE,
+            n_fft=400,
+            hop_length=160,
+            n_mels=40,
+            power=2.0,
+            center=True,
+            pad_mode="constant",
+            norm="slaney",
+            mel_scale="slaney",
+        ).to(self.device)
+        self.batch_size = batch_size
+
+    def forward(self, audio: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+        torch = self.torch
+        # Loudness: GE2E's power-mel features scale with gain^2, so the per-window gain is applied
+        # to the window's mel slice rather than re-computing the spectrogram per window.
+        gains = loudness_gain(self.cut(audio, starts, length))
+        frames = length // self.hop_samples
+        with torch.inference_mode():
+            padded = np.concatenate([audio, np.zeros(length, dtype=np.float32)])
+            mel = self.mel(torch.from_numpy(padded).to(self.device)).T  # (time, 40)
+            first = torch.as_tensor(starts // self.hop_samples, device=self.device)
+            index = first[:, None] + torch.arange(frames, device=self.device)[None, :]
+            index = index.clamp(max=mel.shape[0] - 1)
+            out = []
+            for lo in range(0, len(starts), self.batch_size):
+                batch = mel[index[lo : lo + self.batch_size]]  # (b, frames, 40)
+                g = torch.as_tensor(gains[lo : lo + self.batch_size], device=self.device)
+                out.append(self.network(batch * (g * g)[:, None, None]).float().cpu().numpy())
+        return np.concatenate(out)
+
+
+class XVectorEncoder(SpeakerEncoder):
+    """A transformers x-vector model (``WavLMForXVector`` and kin) by hub id or local folder.
+
+    Args:
+        model: hub id (``microsoft/wavlm-base-plus-sv``) or local folder saved with
+            ``save_pretrained``.
+        revision: hub revision to pin.
+        device: ``cpu``, ``cuda`` or ``auto``.
+        batch_size: windows per forward pass.
+    """
+
+    def __init__(
+        self, model: str, revision: str | None = None, device: str = "auto", batch_size: int = 64
+    ):
+        import torch
+
+        try:
+            from transformers import AutoFeatureExtractor, AutoModelForAudioXVector
+        except ImportError as exc:  # pragma: no cover - a base dependency
+            raise ModelError("x-vector models need transformers: pip install transformers") from exc
+        self.torch = torch
+        self.device = pick_device(device)
+        location = str(resolve(ModelRef(model)))
+        try:
+            self.extractor = AutoFeatureExtractor.from_pretrained(location, revision=revision)
+            self.model = AutoModelForAudioXVector.from_pretrained(location, revision=revision)
+        except OSError as exc:
+            raise ModelError(f"cannot load x-vector model {model!r}: {exc}") from exc
+        self.model.eval().to(self.device)
+        self.dim = int(self.model.config.xvector_output_dim)
+        self.batch_size = batch_size
+
+    def forward(self, audio: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+        torch = self.torch
+        windows = self.cut(audio, starts, length)
+        windows = windows * loudness_gain(windows)[:, None]
+        out = []
+        with torch.inference_mode():
+            for lo in range(0, len(windows), self.batch_size):
+                batch = list(windows[lo : lo + self.batch_size])
+                features = self.extractor(
+                    batch, sampling_rate=SAMPLE_RATE, return_tensors="pt", padding=True
+                )
+                features = {k: v.to(self.device) for k, v in features.items()}
+                out.append(self.model(**features).embeddings.float().cpu().numpy())
+        return np.concatenate(out)
+
+
+def make_encoder(config: EmbeddingConfig) -> SpeakerEncoder:
+    """The encoder a config names (loaded once; call in an actor's constructor)."""
+    model = config.model
+    if model in ("resemblyzer", "ge2e", "bundled:resemblyzer-ge2e"):
+        return GE2EEncoder(sha256=config.sha256, device=config.device, batch_size=config.batch_size)
+    if model.endswith((".pt", ".pth", ".safetensors")):
+        return GE2EEncoder(
+            model, sha256=config.sha256, device=config.device, batch_size=config.batch_size
+        )
+    return XVectorEncoder(model, device=config.device, batch_size=config.batch_size)
+
+
+def grid_windows(
+    regions: np.ndarray,
+    owned_start: float,
+    owned_end: float,
+    config: EmbeddingConfig,
+) -> np.ndarray:
+    """Window start times (seconds) to embed: a file-wide grid of step ``hop`` inside
+    ``[owned_start, owned_end)``, keeping windows that are at least ``min_speech_fraction`` speech;
+    a speech region too short to fill one grid window gets a window centred on it.
+
+    Args:
+        regions: ``(n, 2)`` speech regions in seconds (file time).
+        owned_start: first second this chunk is responsible for.
+        owned_end: end of the seconds this chunk is responsible for.
+        config: window, hop and speech fraction.
+    """
+    regions = np.asarray(regions, dtype=np.float64).reshape(-1, 2)
+    if regions.size == 0:
+        return np.zeros(0)
+    first = math.ceil(owned_start / config.hop - 1e-9)
+    grid = np.arange(first, math.ceil(owned_end / config.hop - 1e-9)) * config.hop
+    if grid.size == 0:
+        return np.zeros(0)
+    ends = grid + config.window
+    overlap = np.clip(
+        np.minimum(ends[:, None], regions[None, :, 1])
+        - np.maximum(grid[:, None], regions[None, :, 0]),
+        0,
+        None,
+    ).sum(axis=1)
+    keep = grid[overlap >= config.min_speech_fraction * config.window]
+    extra = []
+    for s, e in regions:
+        centre = (s + e) / 2
+        if not owned_start <= centre < owned_end:
+            continue
+        covered = np.any((keep < e) & (keep + config.window > s))
+        if not covered and e - s >= 0.3:
+            extra.append(max(0.0, centre - config.window / 2))
+    return np.sort(np.concatenate([keep, np.asarray(extra)])) if extra else keep

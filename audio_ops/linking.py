@@ -1,0 +1,298 @@
+"""Global speaker linking: per-file speaker centroids -> one identity across the corpus.
+
+Average-linkage agglomerative clustering on cosine distance, with two things a plain clustering
+of centroids lacks:
+
+- **cannot-link**: two speakers of the same file are different people (the file's own clustering
+  said so), so clusters holding speakers of one file are never merged;
+- **bounded memory**: above ``block_size`` centroids, a k-means partition (about
+  ``block_size / 2`` centroids per part) is linked part by part, then the parts' cluster
+  centroids are linked again, recursively — O(N x parts + sum of part^2) time and O(block_size^2)
+  memory instead of O(N^2), so 10^5-10^6 centroids fit.
+
+Durations weight the centroid of a merged cluster (a long speaker's centroid is better estimated).
+Everything is deterministic: inputs are processed in the order given and k-means is seeded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LinkingConfig:
+    """Global linking parameters.
+
+    Args:
+        score: ``snorm`` (symmetric score normalisation against a cohort) or plain ``cosine``.
+            S-norm rescales each pair's cosine by how similar each side typically is to the
+            rest of the corpus, which evens out recording conditions (a telephone-band speaker
+            is close to everyone telephone-band). Measured on the synthetic evaluation set it
+            raised pair AUC (0.84 -> 0.89 overall, 0.72 -> 0.89 across conditions), but average
+            linkage on plain cosine still gave the better global ids there (file-speakers with
+            their voice's id: 93.7 % against 88.9 %), so ``cosine`` is the default.
+        threshold: ``cosine``: cosine distance above which clusters are not merged.
+        snorm_threshold: ``snorm``: normalised score below which clusters are not merged.
+        cohort_top: s-norm statistics use each item's this many closest cohort items.
+        cohort_size: cohort items (evenly spaced over the input) for s-norm statistics.
+        block_size: largest number of items linked exactly at once.
+        enroll_threshold: cosine distance under which a global speaker takes a known name.
+    """
+
+    score: str = "cosine"
+    threshold: float = 0.35
+    snorm_threshold: float = 1.5
+    cohort_top: int = 20
+    cohort_size: int = 5000
+    block_size: int = 2000
+    enroll_threshold: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.score not in ("cosine", "snorm"):
+            raise ValueError("linking.score must be cosine or snorm")
+        if not 0 < self.threshold < 2 or not 0 < self.enroll_threshold < 2:
+            raise ValueError("linking thresholds must lie in (0, 2)")
+        if self.cohort_top < 2 or self.cohort_size < self.cohort_top:
+            raise ValueError("need 2 <= linking.cohort_top <= linking.cohort_size")
+        if self.block_size < 10:
+            raise ValueError("linking.block_size must be >= 10")
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _cannot_link(groups: list[frozenset[int]]) -> np.ndarray:
+    """``(n, n)`` bool: items whose file sets intersect (never to be merged)."""
+    from scipy.sparse import csr_matrix
+
+    files: dict[int, int] = {}
+    rows, cols = [], []
+    for i, group in enumerate(groups):
+        for f in group:
+            rows.append(i)
+            cols.append(files.setdefault(f, len(files)))
+    incidence = csr_matrix(
+        (np.ones(len(rows)), (rows, cols)), shape=(len(groups), max(len(files), 1))
+    )
+    return (incidence @ incidence.T).toarray() > 0
+
+
+def _cohort_stats(
+    x: np.ndarray, file_index: np.ndarray, config: LinkingConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and spread of each item's closest cohort scores (other files only): s-norm's
+    statistics. O(N x cohort_size) time, computed in row blocks."""
+    n = len(x)
+    cohort = np.unique(np.linspace(0, n - 1, min(n, config.cohort_size)).round().astype(np.int64))
+    mu = np.zeros(n)
+    sd = np.ones(n)
+    for lo in range(0, n, 2048):
+        rows = slice(lo, min(n, lo + 2048))
+        scores = x[rows] @ x[cohort].T
+        scores[file_index[rows][:, None] == file_index[cohort][None, :]] = -np.inf
+        k = min(config.cohort_top, max(1, np.isfinite(scores).sum(axis=1).min()))
+        top = -np.sort(-scores, axis=1)[:, :k]
+        top = np.where(np.isfinite(top), top, np.nan)
+        mu[rows] = np.nan_to_num(np.nanmean(top, axis=1), nan=0.0)
+        sd[rows] = np.nan_to_num(np.nanstd(top, axis=1), nan=1.0) + 1e-3
+    return mu, sd
+
+
+def _distances(x: np.ndarray, mu: np.ndarray, sd: np.ndarray, config: LinkingConfig) -> np.ndarray:
+    """Pairwise distances: cosine distance, or the negated symmetric s-norm score."""
+    scores = np.clip(x @ x.T, -1.0, 1.0)
+    if config.score == "cosine":
+        return 1.0 - scores
+    return -0.5 * ((scores - mu[:, None]) / sd[:, None] + (scores - mu[None, :]) / sd[None, :])
+
+
+def _limit(config: LinkingConfig) -> float:
+    return config.threshold if config.score == "cosine" else -config.snorm_threshold
+
+
+def _link_exact(
+    x: np.ndarray,
+    mu: np.ndarray,
+    sd: np.ndarray,
+    weights: np.ndarray,
+    groups: list[frozenset[int]],
+    config: LinkingConfig,
+) -> np.ndarray:
+    """Average-linkage with cannot-link sets, exact, O(n^2) memory. Returns labels 0..k-1.
+
+    Each row keeps its nearest allowed neighbour, so one merge costs O(n) plus a full re-scan
+    only of the rows whose neighbour was one of the merged pair.
+    """
+    n = len(x)
+    if n == 1:
+        return np.zeros(1, dtype=np.int64)
+    threshold = _limit(config)
+    dist = _distances(x, mu, sd, config)
+    forbidden = _cannot_link(groups)
+    masked = np.where(forbidden, np.inf, dist)
+    np.fill_diagonal(masked, np.inf)
+    sizes = weights.astype(np.float64).copy()
+    parent = np.arange(n)
+    best = masked.argmin(axis=1)
+    best_val = masked[np.arange(n), best]
+    while True:
+        i = int(np.argmin(best_val))
+        if not best_val[i] <= threshold:
+            break
+        j = int(best[i])
+        # Merge j into i: average linkage weighted by the clusters' sizes.
+        wi, wj = sizes[i], sizes[j]
+        dist[i] = (wi * dist[i] + wj * dist[j]) / (wi + wj)
+        dist[:, i] = dist[i]
+        sizes[i] = wi + wj
+        forbidden[i] |= forbidden[j]
+        forbidden[:, i] = forbidden[i]
+        parent[parent == j] = i
+        masked[j, :] = np.inf
+        masked[:, j] = np.inf
+        dead = parent != np.arange(n)
+        row = np.where(forbidden[i] | dead, np.inf, dist[i])
+        row[i] = np.inf
+        masked[i, :] = row
+        masked[:, i] = row
+        best_val[j] = np.inf
+        best[i] = int(np.argmin(masked[i]))
+        best_val[i] = masked[i, best[i]]
+        stale = np.flatnonzero(((best == i) | (best == j)) & ~dead)
+        for r in stale:
+            if r == i:
+                continue
+            best[r] = int(np.argmin(masked[r]))
+            best_val[r] = masked[r, best[r]]
+        closer = (masked[:, i] < best_val) & ~dead
+        best[closer] = i
+        best_val[closer] = masked[closer, i]
+    _, labels = np.unique(parent, return_inverse=True)
+    return labels.astype(np.int64)
+
+
+def _link(
+    x: np.ndarray,
+    mu: np.ndarray,
+    sd: np.ndarray,
+    weights: np.ndarray,
+    groups: list[frozenset[int]],
+    config: LinkingConfig,
+    depth: int = 0,
+) -> np.ndarray:
+    n = len(x)
+    if n <= config.block_size or depth > 6:
+        return _link_exact(x, mu, sd, weights, groups, config)
+    from sklearn.cluster import MiniBatchKMeans
+
+    parts = int(np.ceil(n / (config.block_size / 2)))
+    assign = MiniBatchKMeans(
+        n_clusters=parts, random_state=0, n_init=3, batch_size=4096
+    ).fit_predict(x)
+    labels = np.full(n, -1, dtype=np.int64)
+    next_label = 0
+    for part in range(parts):
+        idx = np.flatnonzero(assign == part)
+        if idx.size == 0:
+            continue
+        local = _link(
+            x[idx], mu[idx], sd[idx], weights[idx], [groups[i] for i in idx], config, depth + 1
+        )
+        labels[idx] = local + next_label
+        next_label += int(local.max()) + 1
+    k = next_label
+    if k == n:  # the partition merged nothing: link the parts' members directly if affordable
+        if n <= 4 * config.block_size:
+            return _link_exact(x, mu, sd, weights, groups, config)
+        return labels
+    # Second pass: link the parts' clusters, so a voice split across parts is joined again.
+    cx = np.zeros((k, x.shape[1]))
+    cw = np.zeros(k)
+    cmu = np.zeros(k)
+    csd = np.zeros(k)
+    np.add.at(cx, labels, x * weights[:, None])
+    np.add.at(cw, labels, weights)
+    np.add.at(cmu, labels, mu * weights)
+    np.add.at(csd, labels, sd * weights)
+    cg: list[frozenset[int]] = [frozenset()] * k
+    for i, label in enumerate(labels):
+        cg[label] = cg[label] | groups[i]
+    merged = _link(_normalise(cx), cmu / cw, csd / cw, cw, cg, config, depth + 1)
+    return merged[labels]
+
+
+def link_speakers(
+    centroids: np.ndarray,
+    durations: np.ndarray,
+    file_index: np.ndarray,
+    config: LinkingConfig | None = None,
+) -> np.ndarray:
+    """Global speaker labels for per-file speaker centroids.
+
+    Args:
+        centroids: ``(n, d)`` one row per (file, local speaker).
+        durations: ``(n,)`` speech seconds of each, used as weights.
+        file_index: ``(n,)`` which file each centroid comes from (same file: never merged).
+        config: scoring, threshold and block size.
+
+    Returns:
+        ``(n,)`` labels ``0..k-1``, numbered by first appearance in the input order.
+    """
+    config = config or LinkingConfig()
+    x = _normalise(np.asarray(centroids, dtype=np.float64))
+    n = len(x)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    file_index = np.asarray(file_index)
+    weights = np.maximum(np.asarray(durations, dtype=np.float64), 1e-3)
+    groups = [frozenset([int(f)]) for f in file_index]
+    if config.score == "snorm" and len(np.unique(file_index)) > 1:
+        mu, sd = _cohort_stats(x, file_index, config)
+    else:
+        config = LinkingConfig(**{**config.__dict__, "score": "cosine"})
+        mu, sd = np.zeros(n), np.ones(n)
+    labels = _link(x, mu, sd, weights, groups, config)
+    mapping: dict[int, int] = {}
+    return np.array(
+        [mapping.setdefault(int(label), len(mapping)) for label in labels], dtype=np.int64
+    )
+
+
+def global_centroids(
+    centroids: np.ndarray, durations: np.ndarray, labels: np.ndarray
+) -> np.ndarray:
+    """Duration-weighted, L2-normalised centroid of each global label."""
+    x = _normalise(np.asarray(centroids, dtype=np.float64))
+    k = int(labels.max()) + 1 if len(labels) else 0
+    out = np.zeros((k, x.shape[1] if x.ndim == 2 else 0))
+    np.add.at(out, labels, x * np.maximum(durations, 1e-3)[:, None])
+    return _normalise(out).astype(np.float32)
+
+
+def match_enrolled(
+    speaker_centroids: np.ndarray, known: np.ndarray, threshold: float
+) -> np.ndarray:
+    """Name global speakers after enrolled ones: a one-to-one assignment (Hungarian) of global
+    speakers to known embeddings, kept where the cosine distance is below ``threshold``.
+
+    Returns:
+        ``(k,)`` index into ``known`` for each global speaker, or -1.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    out = np.full(len(speaker_centroids), -1, dtype=np.int64)
+    if len(speaker_centroids) == 0 or len(known) == 0:
+        return out
+    dist = (
+        1.0
+        - _normalise(np.asarray(speaker_centroids, np.float64))
+        @ _normalise(np.asarray(known, np.float64)).T
+    )
+    rows, cols = linear_sum_assignment(dist)
+    for r, c in zip(rows, cols, strict=True):
+        if dist[r, c] <= threshold:
+            out[r] = c
+    return out

@@ -1,0 +1,597 @@
+"""``voxflow diarize``: who spoke when in every file, and one speaker identity across the corpus.
+
+    list -> decode tasks (a file fans out into 16 kHz chunks of ``chunk.seconds``)
+         -> speech actors (Silero VAD; plan the embedding windows)
+         -> embedding actors (GE2E or an x-vector model; the GPU stage on a cluster)
+         -> driver: a file's chunks are gathered as they arrive; when its last chunk is in, a
+            clustering task diarizes it (turns, speaker centroids)
+         -> global linking of all centroids (on the driver, bounded memory) -> tables
+
+Only paths enter the cluster, audio travels in bounded chunks, and the audio column is dropped
+after the embedding stage, so memory is bounded per chunk whatever the file length. Results stream
+back file by file (no all-to-all barrier), which keeps the progress line live.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from audio_ops.diarization import DiarizationConfig, diarize_chunks, iter_chunks
+from audio_ops.errors import error_kind
+from audio_ops.linking import LinkingConfig, global_centroids, link_speakers, match_enrolled
+from pipelines.config import StageResources, config_hash, to_dict
+from pipelines.probe import ERRORS_SCHEMA, JobSummary, error_record
+from pipelines.runtime import Progress, RaySession
+from pipelines.sinks import (
+    TableSink,
+    is_local,
+    join,
+    package_versions,
+    remove_shards,
+    utc_now,
+    write_run_json,
+    write_table_atomic,
+)
+from pipelines.sources import list_corpus
+from pipelines.stages import apply_operator, resources_for
+
+
+@dataclass(frozen=True)
+class DiarizeRunConfig:
+    """Everything ``voxflow diarize`` runs with.
+
+    Args:
+        diarization: VAD, embedding, clustering, turn and chunk parameters.
+        linking: global speaker linking.
+        resources: scheduling overrides by stage: ``decode``, ``speech``, ``embedding``, ``cluster``.
+        extensions: audio extensions a directory listing picks up (empty: all decodable).
+        write_embeddings: also write window-level embeddings to ``embeddings/``.
+        max_inflight_files: files being clustered at once (bounds driver memory).
+    """
+
+    diarization: DiarizationConfig = field(default_factory=DiarizationConfig)
+    linking: LinkingConfig = field(default_factory=LinkingConfig)
+    resources: dict[str, StageResources] = field(default_factory=dict)
+    extensions: tuple[str, ...] = ()
+    write_embeddings: bool = False
+    max_inflight_files: int = 32
+
+
+FILES_FIELDS = [
+    ("duration", pa.float64()),
+    ("num_speakers", pa.int64()),
+    ("speech_seconds", pa.float64()),
+    ("num_segments", pa.int64()),
+    ("num_windows", pa.int64()),
+    ("status", pa.string()),
+    ("error_kind", pa.string()),
+    ("error", pa.string()),
+    ("error_stage", pa.string()),
+]
+
+SEGMENTS_SCHEMA = pa.schema(
+    [
+        ("file_id", pa.string()),
+        ("path", pa.string()),
+        ("start", pa.float64()),
+        ("end", pa.float64()),
+        ("duration", pa.float64()),
+        ("speaker", pa.string()),
+        ("speaker_global", pa.string()),
+        ("confidence", pa.float64()),
+        ("overlap", pa.bool_()),
+    ]
+)
+
+
+def _speakers_schema(dim: int) -> pa.Schema:
+    return pa.schema(
+        [
+            ("speaker_global", pa.string()),
+            ("name", pa.string()),
+            ("speech_seconds", pa.float64()),
+            ("file_count", pa.int64()),
+            ("centroid", pa.list_(pa.float32(), dim) if dim else pa.list_(pa.float32())),
+        ]
+    )
+
+
+EMBEDDINGS_SCHEMA = pa.schema(
+    [
+        ("file_id", pa.string()),
+        ("start", pa.float64()),
+        ("end", pa.float64()),
+        ("speaker", pa.string()),
+        ("embedding", pa.list_(pa.float32())),
+    ]
+)
+
+
+def local_label(index: int) -> str:
+    """The file-local speaker label of speaker ``index``."""
+    return f"S{index}"
+
+
+def global_label(index: int) -> str:
+    """The corpus-wide speaker id of global speaker ``index``."""
+    return f"G{index:05d}"
+
+
+class ChunkFiles:
+    """Decode stage (tasks): each file row fans out into chunk rows. A file that fails becomes one
+    error row, numbered after the chunks already sent and marked as the file's last, so the
+    driver knows the file is complete either way.
+
+    Args:
+        config: the diarization config (its ``chunk`` part).
+    """
+
+    def __init__(self, config: DiarizationConfig):
+        self.config = config
+
+    def __call__(self, batch: dict[str, np.ndarray]):
+        for file_id, path in zip(batch["file_id"], batch["path"], strict=True):
+            sent = 0
+            try:
+                for index, start, owned, samples, is_last in iter_chunks(
+                    str(path), self.config.chunk
+                ):
+                    yield _chunk_row(file_id, path, index, start, owned, samples, is_last)
+                    sent += 1
+            except Exception as exc:  # the file's error row, after what was already sent
+                row = _chunk_row(file_id, path, sent, 0.0, 0.0, np.zeros(0, np.float32), True)
+                row.update(
+                    status=np.array(["error"], dtype=object),
+                    error_kind=np.array([error_kind(exc)], dtype=object),
+                    error=np.array([str(exc) or repr(exc)], dtype=object),
+                    error_stage=np.array(["decode"], dtype=object),
+                )
+                yield row
+
+
+def _chunk_row(file_id, path, index, start, owned, samples, is_last) -> dict[str, np.ndarray]:
+    return {
+        "file_id": np.array([file_id], dtype=object),
+        "path": np.array([path], dtype=object),
+        "chunk_index": np.array([index], dtype=np.int64),
+        "chunk_start": np.array([start], dtype=np.float64),
+        "owned": np.array([owned], dtype=np.float64),
+        "num_samples": np.array([len(samples)], dtype=np.int64),
+        "is_last": np.array([bool(is_last)]),
+        "audio": np.array(
+            [np.ascontiguousarray(samples, dtype=np.float32).tobytes()], dtype=object
+        ),
+        "status": np.array(["ok"], dtype=object),
+        "error_kind": np.array([""], dtype=object),
+        "error": np.array([""], dtype=object),
+        "error_stage": np.array([""], dtype=object),
+    }
+
+
+def diarize_file_task(
+    chunks: list[dict[str, Any]], config: DiarizationConfig, keep_windows: bool
+) -> dict[str, Any]:
+    """Cluster one file's gathered chunks (runs as a Ray task): turns, centroids, and the window
+    embeddings when ``keep_windows``."""
+    result = diarize_chunks(chunks, config)
+    out = {
+        "duration": max(float(r["chunk_start"]) + int(r["num_samples"]) / 16000 for r in chunks),
+        "turns": [(t.start, t.end, t.speaker, t.confidence, t.overlap) for t in result.turns],
+        "centroids": result.centroids,
+        "speech_seconds": result.speech_seconds,
+        "num_windows": result.num_windows,
+    }
+    if keep_windows:
+        out["window_starts"] = result.window_starts
+        out["window_labels"] = result.window_labels
+        out["window_embeddings"] = result.window_embeddings
+    return out
+
+
+class _FileAssembler:
+    """Gathers chunk rows per file until the file is complete (its last chunk and every chunk
+    before it are in), in whatever order they arrive."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.expected: dict[str, int] = {}
+
+    def add(self, row: dict[str, Any]) -> list[dict[str, Any]] | None:
+        file_id = row["file_id"]
+        self.rows[file_id].append(row)
+        if row["is_last"]:
+            self.expected[file_id] = int(row["chunk_index"]) + 1
+        if self.expected.get(file_id) == len(self.rows[file_id]):
+            self.expected.pop(file_id)
+            return self.rows.pop(file_id)
+        return None
+
+
+def _load_enrolled(path: str, config: DiarizationConfig) -> tuple[list[str], np.ndarray]:
+    """Names and embeddings of known speakers: a table with ``name`` and either ``embedding``
+    (a list of floats) or ``path`` (reference audio, embedded here with the run's model)."""
+    import pandas as pd
+
+    table = pd.read_parquet(path) if path.endswith(".parquet") else pd.read_csv(path)
+    if "name" not in table.columns or not ({"embedding", "path"} & set(table.columns)):
+        raise ValueError(f"{path}: a speakers table needs 'name' and 'embedding' or 'path' columns")
+    names, vectors = [], []
+    encoder = vad = None
+    for record in table.to_dict(orient="records"):
+        embedding = record.get("embedding")
+        if embedding is not None and not (isinstance(embedding, float) and np.isnan(embedding)):
+            vectors.append(np.asarray(embedding, dtype=np.float32))
+        else:
+            from audio_ops.embedding import grid_windows, make_encoder
+            from audio_ops.io import load_audio
+            from audio_ops.vad import detect_speech, make_vad
+
+            encoder = encoder or make_encoder(config.embedding)
+            vad = vad or make_vad(config.vad)
+            ref = str(record["path"])
+            if not os.path.isabs(ref) and "://" not in ref:
+                ref = os.path.join(os.path.dirname(os.path.abspath(path)), ref)
+            audio, _ = load_audio(ref, 16000)
+            regions = detect_speech(audio, config.vad, vad)
+            starts = grid_windows(regions, 0.0, len(audio) / 16000, config.embedding)
+            if starts.size == 0:
+                raise ValueError(
+                    f"{path}: no speech found in the reference audio of {record['name']!r}"
+                )
+            emb = encoder.embed(
+                audio,
+                np.round(starts * 16000).astype(np.int64),
+                int(config.embedding.window * 16000),
+            )
+            mean = emb.mean(axis=0)
+            vectors.append(mean / max(np.linalg.norm(mean), 1e-12))
+        names.append(str(record["name"]))
+    return names, np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)
+
+
+def run_diarize(
+    inputs: list[str],
+    out: str,
+    config: DiarizeRunConfig | None = None,
+    *,
+    speakers: str | None = None,
+    address: str | None = None,
+    quiet: bool = False,
+) -> JobSummary:
+    """Diarize a corpus and link its speakers across files.
+
+    Args:
+        inputs: directories, globs, files or manifests.
+        out: output folder, local or URL.
+        config: the run's configuration; defaults when None.
+        speakers: optional table of known speakers (name + embedding or reference audio path).
+        address: Ray address; None starts (and stops) a local Ray.
+        quiet: no progress line.
+
+    Returns:
+        The job's summary; ``ok + errors == inputs`` always.
+    """
+    config = config or DiarizeRunConfig()
+    dconf = config.diarization
+    started_at, t0 = utc_now(), time.perf_counter()
+    listing = list_corpus(inputs, config.extensions or None)
+    by_id = {row["file_id"]: row for row in listing}
+    enrolled_names, enrolled = (
+        _load_enrolled(speakers, dconf) if speakers else ([], np.zeros((0, 0)))
+    )
+
+    from pipelines.probe import files_schema as _listing_schema  # listing columns + manifest ones
+
+    base = _listing_schema(listing)
+    listing_fields = [f for f in base if f.name in listing[0]] if listing else list(base)[:4]
+    files_schema = pa.schema(listing_fields + [pa.field(n, t) for n, t in FILES_FIELDS])
+    files = TableSink(join(out, "files"), files_schema)
+    errors = TableSink(join(out, "errors"), ERRORS_SCHEMA)
+    staging = join(out, "_staging")
+    staged = TableSink(join(staging, "segments"), SEGMENTS_SCHEMA)
+    window_sink = (
+        TableSink(join(out, "embeddings"), EMBEDDINGS_SCHEMA) if config.write_embeddings else None
+    )
+    if not config.write_embeddings:
+        remove_shards(join(out, "embeddings"))
+    summary = JobSummary(job="diarize", out=out, inputs=len(listing))
+    kinds: Counter[str] = Counter()
+    progress = Progress("diarize", len(listing), quiet=quiet)
+    centroid_rows: list[
+        tuple[str, int, np.ndarray, float]
+    ] = []  # (file_id, local, centroid, seconds)
+    done: set[str] = set()
+    stats_text = ""
+
+    def finish_error(file_id: str, kind: str, message: str, stage: str) -> None:
+        row = dict(by_id[file_id])
+        row.update(status="error", error_kind=kind, error=message, error_stage=stage)
+        files.add([row])
+        errors.add([error_record(row)])
+        kinds[kind] += 1
+        summary.errors += 1
+        done.add(file_id)
+        progress.update(1, 0.0, 1)
+
+    def finish_ok(file_id: str, result: dict[str, Any]) -> None:
+        turns = result["turns"]
+        row = dict(by_id[file_id])
+        row.update(
+            duration=result["duration"],
+            num_speakers=len(result["centroids"]),
+            speech_seconds=float(np.sum(result["speech_seconds"])),
+            num_segments=len(turns),
+            num_windows=result["num_windows"],
+            status="ok",
+            error_kind="",
+            error="",
+            error_stage="",
+        )
+        files.add([row])
+        staged.add(
+            {
+                "file_id": file_id,
+                "path": row["path"],
+                "start": s,
+                "end": e,
+                "duration": e - s,
+                "speaker": local_label(k),
+                "speaker_global": None,
+                "confidence": c,
+                "overlap": o,
+            }
+            for s, e, k, c, o in turns
+        )
+        for k, centroid in enumerate(result["centroids"]):
+            centroid_rows.append((file_id, k, centroid, float(result["speech_seconds"][k])))
+        if window_sink is not None and len(result.get("window_starts", [])):
+            w = dconf.embedding.window
+            window_sink.add(
+                {
+                    "file_id": file_id,
+                    "start": float(s),
+                    "end": float(s) + w,
+                    "speaker": local_label(int(k)) if k >= 0 else None,
+                    "embedding": emb.tolist(),
+                }
+                for s, k, emb in zip(
+                    result["window_starts"],
+                    result["window_labels"],
+                    result["window_embeddings"],
+                    strict=True,
+                )
+            )
+        summary.ok += 1
+        summary.audio_seconds += result["duration"]
+        done.add(file_id)
+        progress.update(1, result["duration"], 0)
+
+    if listing:
+        with RaySession(address=address, quiet=quiet):
+            import ray
+            import ray.data
+
+            res = config.resources
+            decode = res.get("decode", StageResources(num_cpus=0.25, batch_size=1))
+            cluster = res.get("cluster", StageResources(num_cpus=0.25))
+            task = ray.remote(num_cpus=cluster.num_cpus, max_retries=2)(diarize_file_task)
+            ds = ray.data.from_items(
+                [{"file_id": r["file_id"], "path": r["path"]} for r in listing],
+                override_num_blocks=min(len(listing), 1000),
+            )
+            ds = ds.map_batches(
+                ChunkFiles(dconf),
+                batch_size=decode.batch_size,
+                num_cpus=decode.num_cpus,
+                batch_format="numpy",
+            )
+            from audio_ops.diarization import EmbeddingOperator, SpeechOperator
+
+            speech_res = resources_for(SpeechOperator, res, "speech")
+            embed_res = resources_for(EmbeddingOperator, res, "embedding")
+            ds = apply_operator(
+                ds,
+                SpeechOperator,
+                stage="speech",
+                resources=speech_res,
+                kwargs={"config": dconf, "threads": max(1, int(speech_res.num_cpus))},
+            )
+            ds = apply_operator(
+                ds,
+                EmbeddingOperator,
+                stage="embedding",
+                resources=embed_res,
+                kwargs={"config": dconf, "threads": max(1, int(embed_res.num_cpus))},
+            )
+            assembler = _FileAssembler()
+            inflight: dict[Any, str] = {}
+
+            def collect(block: bool) -> None:
+                if not inflight:
+                    return
+                ready, _ = ray.wait(
+                    list(inflight),
+                    num_returns=1 if block else len(inflight),
+                    timeout=None if block else 0,
+                )
+                for ref in ready:
+                    file_id = inflight.pop(ref)
+                    try:
+                        finish_ok(file_id, ray.get(ref))
+                    except Exception as exc:  # clustering failed for this file only
+                        cause = getattr(exc, "cause", None) or exc
+                        finish_error(file_id, error_kind(cause), str(cause), "cluster")
+
+            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                for row in batch.to_pylist():
+                    complete = assembler.add(row)
+                    if complete is None:
+                        continue
+                    failed = [r for r in complete if r["status"] != "ok"]
+                    file_id = row["file_id"]
+                    if failed:
+                        first = min(failed, key=lambda r: r["chunk_index"])
+                        finish_error(
+                            file_id,
+                            first["error_kind"] or "error",
+                            first["error"],
+                            first["error_stage"] or "decode",
+                        )
+                        continue
+                    while len(inflight) >= config.max_inflight_files:
+                        collect(block=True)
+                    slim = [
+                        {
+                            k: r[k]
+                            for k in (
+                                "chunk_index",
+                                "chunk_start",
+                                "num_samples",
+                                "regions",
+                                "window_starts",
+                                "embeddings",
+                            )
+                        }
+                        for r in complete
+                    ]
+                    inflight[task.remote(slim, dconf, config.write_embeddings)] = file_id
+                collect(block=False)
+            while inflight:
+                collect(block=True)
+            try:
+                stats_text = ds.stats()
+            except Exception:  # stats are a nicety
+                stats_text = ""
+    for file_id in by_id:
+        if file_id not in done:  # never silently lost
+            finish_error(
+                file_id, "lost", "the pipeline returned no result for this file", "pipeline"
+            )
+    files.close()
+    errors.close()
+    staged.close()
+    if window_sink is not None:
+        window_sink.close()
+    progress.close()
+
+    # Global linking: deterministic order (file_id, local speaker).
+    centroid_rows.sort(key=lambda r: (r[0], r[1]))
+    dim = int(centroid_rows[0][2].shape[0]) if centroid_rows else 0
+    if centroid_rows:
+        matrix = np.stack([r[2] for r in centroid_rows])
+        seconds = np.array([r[3] for r in centroid_rows])
+        file_index = np.unique([r[0] for r in centroid_rows], return_inverse=True)[1]
+        labels = link_speakers(matrix, seconds, file_index, config.linking)
+        gcent = global_centroids(matrix, seconds, labels)
+    else:
+        matrix, seconds, labels, gcent = (
+            np.zeros((0, 0)),
+            np.zeros(0),
+            np.zeros(0, np.int64),
+            np.zeros((0, 0)),
+        )
+    mapping = {
+        (r[0], local_label(r[1])): global_label(int(g))
+        for r, g in zip(centroid_rows, labels, strict=True)
+    }
+    names: dict[int, str] = {}
+    if len(enrolled) and len(gcent):
+        if enrolled.shape[1] != gcent.shape[1]:
+            raise ValueError(
+                f"known speakers have {enrolled.shape[1]}-d embeddings, the model gives {gcent.shape[1]}-d"
+            )
+        for g, k in enumerate(match_enrolled(gcent, enrolled, config.linking.enroll_threshold)):
+            if k >= 0:
+                names[g] = enrolled_names[k]
+    speaker_rows = []
+    for g in range(len(gcent)):
+        members = labels == g
+        speaker_rows.append(
+            {
+                "speaker_global": global_label(g),
+                "name": names.get(g),
+                "speech_seconds": float(seconds[members].sum()),
+                "file_count": int(len({centroid_rows[i][0] for i in np.flatnonzero(members)})),
+                "centroid": gcent[g].astype(np.float32).tolist(),
+            }
+        )
+    speakers_sink = TableSink(join(out, "speakers"), _speakers_schema(dim))
+    speakers_sink.add(speaker_rows)
+    speakers_sink.close()
+    segments_written = _finalise_segments(staged.shards, join(out, "segments"), mapping)
+    _remove_staging(staging)
+
+    summary.errors_by_kind = dict(kinds)
+    summary.wall_seconds = time.perf_counter() - t0
+    write_run_json(
+        out,
+        {
+            "job": "diarize",
+            "inputs": list(inputs),
+            "speakers": speakers,
+            "config": to_dict(config),
+            "config_hash": config_hash(config),
+            "versions": package_versions(),
+            "started_at": started_at,
+            "ended_at": utc_now(),
+            "wall_seconds": summary.wall_seconds,
+            "counts": {
+                "inputs": summary.inputs,
+                "ok": summary.ok,
+                "errors": summary.errors,
+                "errors_by_kind": summary.errors_by_kind,
+                "audio_seconds": summary.audio_seconds,
+                "segments": segments_written,
+                "file_speakers": len(centroid_rows),
+                "global_speakers": len(speaker_rows),
+                "enrolled_matches": len(names),
+            },
+            "ray_data_stats": str(stats_text),
+        },
+    )
+    return summary
+
+
+def _finalise_segments(
+    staged_shards: list[str], directory: str, mapping: dict[tuple[str, str], str]
+) -> int:
+    """Rewrite staged segment shards with ``speaker_global`` filled in, one shard at a time."""
+    remove_shards(directory)
+    written = 0
+    for i, shard in enumerate(staged_shards):
+        table = _read_parquet(shard)
+        keys = zip(
+            table.column("file_id").to_pylist(), table.column("speaker").to_pylist(), strict=True
+        )
+        globals_ = pa.array([mapping.get(k) for k in keys], type=pa.string())
+        table = table.set_column(
+            table.schema.get_field_index("speaker_global"), "speaker_global", globals_
+        )
+        write_table_atomic(join(directory, f"part-{i:05d}.parquet"), table)
+        written += table.num_rows
+    return written
+
+
+def _read_parquet(url: str) -> pa.Table:
+    if is_local(url):
+        return pq.read_table(url)
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url)
+    return pq.read_table(path, filesystem=fs)
+
+
+def _remove_staging(staging: str) -> None:
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(staging)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)

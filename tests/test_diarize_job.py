@@ -1,0 +1,204 @@
+"""``voxflow diarize`` through a real local Ray: every input once, quality on the sample, global ids,
+long files in chunks, enrollment, RTTM export and evaluation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from conftest import SAMPLE, make_hostile_corpus
+
+from audio_ops.diarization import ChunkConfig, DiarizationConfig, diarize_audio
+from audio_ops.embedding import GE2EEncoder
+from audio_ops.io import load_audio
+from audio_ops.vad import SileroVAD
+from pipelines.cli import main
+from pipelines.evaluate import read_rttm
+from pipelines.report import evaluate_run
+from pipelines.sources import list_corpus
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("diar")
+    for path in sorted((SAMPLE / "audio").iterdir()):
+        shutil.copy(path, root / path.name)
+    hostile = make_hostile_corpus(root / "hostile")
+    for name in list(hostile):  # keep the run short: no 10-minute silence here
+        if name == "digital_silence.flac":
+            (root / "hostile" / name).unlink()
+            hostile.pop(name)
+    return root, hostile
+
+
+@pytest.fixture(scope="module")
+def run(ray_local, corpus, tmp_path_factory):
+    root, _ = corpus
+    out = tmp_path_factory.mktemp("diar_out") / "run"
+    assert main(["diarize", str(root), "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_every_input_once_and_errors_named(run, corpus):
+    root, hostile = corpus
+    files = pd.read_parquet(run / "files")
+    errors = pd.read_parquet(run / "errors")
+    listing = list_corpus([str(root)])
+    assert sorted(files["file_id"]) == sorted(r["file_id"] for r in listing)
+    assert (files["status"] == "ok").sum() + len(errors) == len(listing)
+    by_rel = files.set_index("rel_path")
+    for rel, outcome in hostile.items():
+        row = by_rel.loc[f"hostile/{rel}"]
+        if outcome in ("ok",):
+            assert row["status"] == "ok", row["error"]
+        elif outcome == "too_short":  # one sample decodes fine; it simply holds no speech
+            assert row["status"] == "ok" and row["num_speakers"] == 0
+        else:
+            assert row["error_kind"] == outcome and row["error_stage"] == "decode"
+    run_json = json.loads((run / "_run.json").read_text())
+    assert run_json["counts"]["inputs"] == len(listing)
+    assert run_json["counts"]["ok"] + run_json["counts"]["errors"] == len(listing)
+    assert not (run / "_staging").exists()
+
+
+def test_sample_quality_and_global_ids(run):
+    report = evaluate_run(str(SAMPLE / "rttm"), str(run))
+    assert report.der <= 0.06, report.text()
+    assert report.count_exact >= 0.8, report.text()
+    assert report.identity_coverage >= 0.85 and report.merged_voices <= 1, report.text()
+
+
+def test_tables_agree(run):
+    segments = pd.read_parquet(run / "segments")
+    speakers = pd.read_parquet(run / "speakers")
+    files = pd.read_parquet(run / "files")
+    ok = files[files["status"] == "ok"]
+    assert set(segments["file_id"]) <= set(ok["file_id"])
+    assert (segments["end"] > segments["start"]).all()
+    assert np.allclose(segments["duration"], segments["end"] - segments["start"])
+    assert segments["confidence"].between(0, 1).all()
+    assert set(segments["speaker_global"]) == set(speakers["speaker_global"])
+    # A global speaker's speech and file count are what its segments say.
+    per_global = segments.groupby("speaker_global").agg(
+        seconds=("duration", "sum"), files=("file_id", "nunique")
+    )
+    merged = speakers.set_index("speaker_global").join(per_global)
+    assert np.allclose(merged["speech_seconds"], merged["seconds"], atol=1e-6)
+    assert (merged["file_count"] == merged["files"]).all()
+    assert len(speakers["centroid"].iloc[0]) == 256
+    # Within a file, one local label maps to one global id and two labels never share one.
+    pairs = segments.drop_duplicates(["file_id", "speaker"])
+    assert not pairs.duplicated(["file_id", "speaker_global"]).any()
+    for _, row in ok.iterrows():
+        assert row["num_speakers"] == pairs[pairs["file_id"] == row["file_id"]].shape[0]
+
+
+def test_export_rttm_and_eval_cli(run, tmp_path, capsys):
+    assert main(["export", "rttm", str(run), "--to", str(tmp_path / "rttm")]) == 0
+    stems = sorted(p.stem for p in (tmp_path / "rttm").glob("*.rttm"))
+    assert {p.stem for p in (SAMPLE / "audio").iterdir()} <= set(stems)
+    turns = read_rttm(tmp_path / "rttm" / "conv01_clean_3spk.rttm")
+    assert {t.speaker for t in turns} == {"S0", "S1", "S2"}
+    assert main(["export", "rttm", str(run), "--to", str(tmp_path / "g"), "--global"]) == 0
+    assert all(
+        t.speaker.startswith("G") for t in read_rttm(tmp_path / "g" / "conv01_clean_3spk.rttm")
+    )
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "eval",
+                "diarization",
+                "--ref",
+                str(SAMPLE / "rttm"),
+                "--hyp",
+                str(run),
+                "--json",
+                str(tmp_path / "s.json"),
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "OVERALL" in printed and "global identity" in printed
+    scores = json.loads((tmp_path / "s.json").read_text())
+    assert scores["der"] <= 0.06
+    # RTTM folders work as hypotheses too.
+    assert (
+        main(
+            ["eval", "diarization", "--ref", str(SAMPLE / "rttm"), "--hyp", str(tmp_path / "rttm")]
+        )
+        == 0
+    )
+
+
+def test_long_file_in_chunks_matches_the_single_process_result(ray_local, tmp_path):
+    a, _ = load_audio(str(SAMPLE / "audio" / "conv01_clean_3spk.flac"), 16000)
+    b, _ = load_audio(str(SAMPLE / "audio" / "conv02_noisy_2spk.flac"), 16000)
+    long = np.concatenate([a, b, a])
+    sf.write(str(tmp_path / "long.flac"), long, 16000)
+    (tmp_path / "run.yaml").write_text(
+        "diarization:\n  chunk:\n    seconds: 20.0\n    overlap: 2.0\n"
+    )
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "diarize",
+                str(tmp_path / "long.flac"),
+                "--out",
+                str(out),
+                "--config",
+                str(tmp_path / "run.yaml"),
+                "-q",
+            ]
+        )
+        == 0
+    )
+    segments = pd.read_parquet(out / "segments").sort_values("start")
+    config = DiarizationConfig(chunk=ChunkConfig(seconds=20.0, overlap=2.0))
+    expected = diarize_audio(long, config, SileroVAD(), GE2EEncoder(device="cpu"))
+    assert len(segments) == len(expected.turns)
+    np.testing.assert_allclose(segments["start"], [t.start for t in expected.turns], atol=0.02)
+    np.testing.assert_allclose(segments["end"], [t.end for t in expected.turns], atol=0.02)
+    assert list(segments["speaker"]) == [f"S{t.speaker}" for t in expected.turns]
+    assert segments["speaker"].nunique() == len(expected.centroids) >= 4
+    files = pd.read_parquet(out / "files")
+    assert files["duration"].iloc[0] == pytest.approx(len(long) / 16000, abs=0.01)
+
+
+def test_num_speakers_and_enrollment(ray_local, tmp_path):
+    audio, _ = load_audio(str(SAMPLE / "audio" / "conv01_clean_3spk.flac"), 16000)
+    slt = [
+        t for t in read_rttm(SAMPLE / "rttm" / "conv01_clean_3spk.rttm") if t.speaker == "flite_slt"
+    ]
+    clip = np.concatenate(
+        [audio[int(t.start * 16000) : int((t.start + t.duration) * 16000)] for t in slt]
+    )
+    sf.write(str(tmp_path / "alice.wav"), clip, 16000)
+    pd.DataFrame({"name": ["Alice"], "path": ["alice.wav"]}).to_csv(
+        tmp_path / "known.csv", index=False
+    )
+    inputs = [
+        str(SAMPLE / "audio" / n)
+        for n in ("conv03_overlap_4spk.flac", "conv05_stereo44k_3spk.ogg", "conv02_noisy_2spk.flac")
+    ]
+    out = tmp_path / "out"
+    assert (
+        main(
+            ["diarize", *inputs, "--out", str(out), "--speakers", str(tmp_path / "known.csv"), "-q"]
+        )
+        == 0
+    )
+    speakers = pd.read_parquet(out / "speakers")
+    named = speakers[speakers["name"] == "Alice"]
+    assert len(named) == 1 and named["file_count"].iloc[0] == 2  # slt speaks in conv03 and conv05
+    fixed = tmp_path / "fixed"
+    assert main(["diarize", *inputs, "--out", str(fixed), "--num-speakers", "2", "-q"]) == 0
+    assert (pd.read_parquet(fixed / "files")["num_speakers"] == 2).all()
