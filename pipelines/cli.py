@@ -34,6 +34,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="Ray cluster address (default: RAY_ADDRESS, else a local Ray started for this job)",
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress line")
+    parser.add_argument(
+        "--num-cpus",
+        type=int,
+        metavar="N",
+        help="CPUs of a local Ray started for this job (default: all)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,7 +158,14 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     from pipelines.probe import run_probe
 
     config = load_config(ProbeRunConfig, args.config, {"probe.min_duration": args.min_duration})
-    summary = run_probe(args.inputs, args.out, config, address=args.address, quiet=args.quiet)
+    summary = run_probe(
+        args.inputs,
+        args.out,
+        config,
+        address=args.address,
+        quiet=args.quiet,
+        num_cpus=args.num_cpus,
+    )
     print(summary.text())
     if summary.inputs == 0:
         print("voxflow probe: no audio files found in the inputs", file=sys.stderr)

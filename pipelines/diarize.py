@@ -265,6 +265,7 @@ def run_diarize(
     speakers: str | None = None,
     address: str | None = None,
     quiet: bool = False,
+    num_cpus: int | None = None,
 ) -> JobSummary:
     """Diarize a corpus and link its speakers across files.
 
@@ -275,6 +276,7 @@ def run_diarize(
         speakers: optional table of known speakers (name + embedding or reference audio path).
         address: Ray address; None starts (and stops) a local Ray.
         quiet: no progress line.
+        num_cpus: CPUs of a local Ray started for this job (None: all cores).
 
     Returns:
         The job's summary; ``ok + errors == inputs`` always.
@@ -375,7 +377,7 @@ def run_diarize(
         progress.update(1, result["duration"], 0)
 
     if listing:
-        with RaySession(address=address, quiet=quiet):
+        with RaySession(address=address, num_cpus=num_cpus, quiet=quiet):
             import ray
             import ray.data
 

@@ -118,6 +118,7 @@ def run_probe(
     *,
     address: str | None = None,
     quiet: bool = False,
+    num_cpus: int | None = None,
 ) -> JobSummary:
     """Inventory a corpus: one row per input file in ``out/files``, failures in ``out/errors``.
 
@@ -127,6 +128,7 @@ def run_probe(
         config: the run's configuration; defaults when None.
         address: Ray address; None starts (and stops) a local Ray.
         quiet: no progress line.
+        num_cpus: CPUs of a local Ray started for this job (None: all cores).
 
     Returns:
         The job's summary; ``ok + errors == inputs`` always.
@@ -140,7 +142,7 @@ def run_probe(
     kinds: Counter[str] = Counter()
     progress = Progress("probe", len(listing), quiet=quiet)
     if listing:
-        with RaySession(address=address, quiet=quiet):
+        with RaySession(address=address, num_cpus=num_cpus, quiet=quiet):
             import ray.data
 
             ds = ray.data.from_items(listing, override_num_blocks=min(len(listing), 200))

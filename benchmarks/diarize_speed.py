@@ -1,0 +1,226 @@
+"""End-to-end diarization speed against the decode limit and a plain sequential script.
+
+    python examples/synth_corpus.py bench --out /tmp/bench1h --hours 1 --seed 3
+    python benchmarks/diarize_speed.py /tmp/bench1h --runs 3
+
+Measured in one run of this script, on the same corpus:
+
+- decode limit: decode + downmix + resample to 16 kHz of every file, one process;
+- plain script: what a user writes by hand with the same model families — silero-vad's
+  ``get_speech_timestamps`` (its default JIT model), resemblyzer's ``VoiceEncoder`` on 1.5 s windows
+  in batches of 64, scikit-learn agglomerative clustering — one file after another;
+- voxflow operators in one process, stage by stage (the per-stage breakdown, in audio seconds per
+  CPU second);
+- ``voxflow diarize`` as a user runs it (a fresh process that starts a local Ray) with 1 and with 2
+  CPUs, the median of ``--runs`` runs, with the peak RSS of its driver and workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import machine, run_measured, save  # noqa: E402
+
+AUDIO_EXT = {".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus"}
+
+
+def corpus_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXT)
+
+
+def cpu_time() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def decode_limit(files: list[Path]) -> tuple[float, float]:
+    from audio_ops.io import load_audio
+
+    t0 = time.perf_counter()
+    seconds = 0.0
+    for path in files:
+        audio, _ = load_audio(str(path), 16000)
+        seconds += len(audio) / 16000
+    return seconds, time.perf_counter() - t0
+
+
+def plain_script(files: list[Path]) -> float:
+    """The hand-written loop: same model families, their usual entry points, one file at a time."""
+    import torch
+    from resemblyzer import VoiceEncoder
+    from resemblyzer.audio import normalize_volume, wav_to_mel_spectrogram
+    from silero_vad import get_speech_timestamps, load_silero_vad
+    from sklearn.cluster import AgglomerativeClustering
+
+    from audio_ops.io import load_audio
+
+    vad = load_silero_vad()
+    encoder = VoiceEncoder(device="cpu", verbose=False)
+    t0 = time.perf_counter()
+    for path in files:
+        audio, _ = load_audio(str(path), 16000)
+        speech = get_speech_timestamps(torch.from_numpy(audio), vad, sampling_rate=16000)
+        starts = []
+        for seg in speech:
+            s = seg["start"]
+            while s + 24000 <= seg["end"] or s == seg["start"]:
+                starts.append(s)
+                s += 12000
+        if len(starts) < 2:
+            continue
+        mels = np.stack(
+            [
+                wav_to_mel_spectrogram(
+                    normalize_volume(
+                        np.pad(audio[s : s + 24000], (0, max(0, s + 24000 - len(audio)))), -30
+                    )
+                )[:150]
+                for s in starts
+            ]
+        )
+        embeds = []
+        with torch.no_grad():
+            for lo in range(0, len(mels), 64):
+                embeds.append(encoder(torch.from_numpy(mels[lo : lo + 64])).numpy())
+        AgglomerativeClustering(
+            n_clusters=None, distance_threshold=0.35, metric="cosine", linkage="average"
+        ).fit(np.concatenate(embeds))
+    return time.perf_counter() - t0
+
+
+def staged(files: list[Path]) -> dict[str, float]:
+    """voxflow's operators in this process, timed per stage (CPU seconds)."""
+    from audio_ops.clustering import cluster_speakers
+    from audio_ops.diarization import DiarizationConfig, chunk_plan, chunk_regions, diarize_windows
+    from audio_ops.embedding import GE2EEncoder, grid_windows
+    from audio_ops.io import load_audio
+    from audio_ops.linking import link_speakers
+    from audio_ops.vad import SileroVAD, probs_to_regions
+
+    config = DiarizationConfig()
+    vad, encoder = SileroVAD(), GE2EEncoder(device="cpu")
+    times = dict.fromkeys(("decode", "vad", "embedding", "clustering", "linking"), 0.0)
+    centroids, seconds, owners = [], [], []
+    del cluster_speakers
+    for index, path in enumerate(files):
+        c0 = cpu_time()
+        audio, _ = load_audio(str(path), 16000)
+        c1 = cpu_time()
+        times["decode"] += c1 - c0
+        regions_all, starts_all, emb_all = [], [], []
+        for start, end, owned_end in chunk_plan(len(audio), config.chunk):
+            chunk = audio[start:end]
+            c0 = cpu_time()
+            probs = vad.speech_probs(chunk)
+            cs, owned = start / 16000, (owned_end - start) / 16000
+            regions_all.append(chunk_regions(probs, cs, owned, config.vad, len(chunk) / 16000))
+            full = probs_to_regions(probs, config.vad, total_seconds=len(chunk) / 16000) + cs
+            starts = grid_windows(full, cs, cs + owned, config.embedding)
+            c1 = cpu_time()
+            emb_all.append(
+                encoder.embed(chunk, np.round((starts - cs) * 16000).astype(np.int64), 24000)
+            )
+            starts_all.append(starts)
+            c2 = cpu_time()
+            times["vad"] += c1 - c0
+            times["embedding"] += c2 - c1
+        c0 = cpu_time()
+        result = diarize_windows(
+            np.concatenate(regions_all),
+            np.concatenate(starts_all),
+            np.concatenate(emb_all),
+            len(audio) / 16000,
+            config,
+        )
+        times["clustering"] += cpu_time() - c0
+        centroids.extend(result.centroids)
+        seconds.extend(result.speech_seconds)
+        owners.extend([index] * len(result.centroids))
+    c0 = cpu_time()
+    link_speakers(np.array(centroids), np.array(seconds), np.array(owners))
+    times["linking"] += cpu_time() - c0
+    return times
+
+
+def voxflow_runs(root: Path, work: Path, cpus: int, runs: int) -> list[dict]:
+    results = []
+    for i in range(runs):
+        out = work / f"out_{cpus}cpu_{i}"
+        cmd = [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "diarize",
+            str(root),
+            "--out",
+            str(out),
+            "-q",
+            "--num-cpus",
+            str(cpus),
+        ]
+        result = run_measured(cmd)
+        if result["returncode"] != 0:
+            raise RuntimeError(result["output_tail"])
+        run = json.loads((out / "_run.json").read_text())
+        result["audio_seconds"] = run["counts"]["audio_seconds"]
+        result["pipeline_wall_seconds"] = run["wall_seconds"]
+        results.append(result)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("corpus", type=Path)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--skip-baseline", action="store_true")
+    args = parser.parse_args()
+    files = corpus_files(args.corpus)
+    work = Path(tempfile.mkdtemp(prefix="voxflow-diarize-bench-"))
+    audio_seconds, decode_wall = decode_limit(files)
+    hours = audio_seconds / 3600
+    report: dict = {
+        "corpus": str(args.corpus),
+        "files": len(files),
+        "hours": hours,
+        "machine": machine(),
+    }
+    report["decode_limit_x"] = audio_seconds / decode_wall
+    if not args.skip_baseline:
+        report["plain_script_x"] = audio_seconds / plain_script(files)
+    stage_cpu = staged(files)
+    report["stage_audio_seconds_per_cpu_second"] = {
+        k: audio_seconds / v if v else None for k, v in stage_cpu.items()
+    }
+    report["stage_cpu_share"] = {k: v / sum(stage_cpu.values()) for k, v in stage_cpu.items()}
+    for cpus in (1, 2):
+        runs = voxflow_runs(args.corpus, work, cpus, args.runs)
+        walls = [r["wall_seconds"] for r in runs]
+        report[f"voxflow_{cpus}cpu"] = {
+            "x_real_time_median": audio_seconds / statistics.median(walls),
+            "wall_seconds": walls,
+            "pipeline_wall_seconds": [r["pipeline_wall_seconds"] for r in runs],
+            "peak_rss_mib_by_role": runs[-1]["peak_rss_mib_by_role"],
+            "peak_rss_total_mib": runs[-1]["peak_rss_total_mib"],
+        }
+    path = save(report, f"diarize_speed_{hours:.1f}h")
+    print(json.dumps({k: v for k, v in report.items() if k != "machine"}, indent=2, default=str))
+    print(f"-> {path}")
+    subprocess.run(["rm", "-rf", str(work)], check=False)
+
+
+if __name__ == "__main__":
+    main()
