@@ -93,12 +93,19 @@ def build_turns(
     votes = np.cumsum(delta, axis=0)[:n_frames]
     total = votes.sum(axis=1)
     frame_label = votes.argmax(axis=1)
-    centres = window_starts + window_length / 2
     uncovered = np.flatnonzero(total <= 0)
     if uncovered.size:
+        # Nearest window centre by binary search: O(frames log windows), never a
+        # frames x windows matrix (that is 37 GB for a 3-hour file).
+        order = np.argsort(window_starts + window_length / 2, kind="stable")
+        centres = (window_starts + window_length / 2)[order]
         times = uncovered * RESOLUTION
-        nearest = np.abs(times[:, None] - centres[None, :]).argmin(axis=1)
-        frame_label[uncovered] = labels[nearest]
+        right = np.clip(np.searchsorted(centres, times), 0, len(centres) - 1)
+        left = np.clip(right - 1, 0, len(centres) - 1)
+        nearest = np.where(
+            np.abs(times - centres[left]) <= np.abs(centres[right] - times), left, right
+        )
+        frame_label[uncovered] = labels[order[nearest]]
     share = np.where(total > 0, votes.max(axis=1) / np.maximum(total, 1e-9), 0.5)
     second = np.sort(votes, axis=1)[:, -2] if n_labels > 1 else np.zeros(n_frames)
     contested = (total > 0) & (second >= 0.4 * np.maximum(total, 1e-9))

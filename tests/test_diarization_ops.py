@@ -358,3 +358,16 @@ def test_tone_is_not_diarized_into_speakers(encoder):
         tone(10.0, 16000, amplitude=0.3)[:, 0], DiarizationConfig(), SileroVAD(), encoder
     )
     assert len(result.centroids) <= 1
+
+
+def test_turns_of_a_three_hour_file_in_bounded_memory():
+    duration = 3 * 3600.0
+    regions = np.stack([np.arange(0, duration, 10.0), np.arange(0, duration, 10.0) + 6.0], axis=1)
+    starts = np.concatenate([np.arange(s, e - 1.5, 0.75) for s, e in regions])
+    labels = (starts // 600).astype(np.int64) % 3
+    tracemalloc.start()
+    turns = build_turns(regions, starts, 1.5, labels, duration)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(turns) >= len(regions)
+    assert peak < 400 * 2**20  # a frames x windows matrix would be tens of GB
