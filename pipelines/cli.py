@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from audio_ops.filters import FilterError
 from pipelines.config import ConfigError, ProbeRunConfig, load_config
 from pipelines.sources import SourceError
 
@@ -83,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--embeddings", action="store_true", help="also write window-level embeddings/"
     )
 
+    clean = sub.add_parser(
+        "clean",
+        help="turn raw recordings into training clips: cut, enhance, check speakers, transcribe, score, filter",
+    )
+    _add_common(clean)
+
     export = sub.add_parser("export", help="export a run's tables to other formats")
     export_sub = export.add_subparsers(dest="format", required=True)
     rttm = export_sub.add_parser("rttm", help="one RTTM file per input, named after its stem")
@@ -94,6 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="label turns with corpus-wide speaker ids (or enrolled names) instead of file-local ones",
     )
+
+    nemo = export_sub.add_parser("nemo", help="NeMo JSONL manifest of a clean run's clips")
+    nemo.add_argument("run", metavar="DIR", help="a voxflow clean output folder")
+    nemo.add_argument(
+        "--to", metavar="FILE", help="manifest path (default DIR/nemo_manifest.jsonl)"
+    )
+    lhotse = export_sub.add_parser(
+        "lhotse", help="Lhotse recordings/supervisions/cuts JSONL of a clean run's clips"
+    )
+    lhotse.add_argument("run", metavar="DIR", help="a voxflow clean output folder")
+    lhotse.add_argument("--to", metavar="DIR", help="folder for the manifests (default DIR/lhotse)")
 
     evaluate = sub.add_parser("eval", help="score a run against references")
     eval_sub = evaluate.add_subparsers(dest="task", required=True)
@@ -139,10 +157,36 @@ def _cmd_diarize(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from pipelines.report import export_rttm
+    from pipelines import report
 
-    written = export_rttm(args.run, args.to, use_global=args.use_global)
-    print(f"wrote {len(written)} RTTM files to {args.to}")
+    if args.format == "rttm":
+        written = report.export_rttm(args.run, args.to, use_global=args.use_global)
+        print(f"wrote {len(written)} RTTM files to {args.to}")
+    elif args.format == "nemo":
+        print(f"wrote {report.export_nemo(args.run, args.to)}")
+    else:
+        paths = report.export_lhotse(args.run, args.to)
+        print("wrote " + ", ".join(paths.values()))
+    return 0
+
+
+def _cmd_clean(args: argparse.Namespace) -> int:
+    from pipelines.clean import CleanRunConfig, run_clean
+
+    config = load_config(CleanRunConfig, args.config)
+    summary, funnel = run_clean(
+        args.inputs,
+        args.out,
+        config,
+        address=args.address,
+        quiet=args.quiet,
+        num_cpus=args.num_cpus,
+    )
+    print(summary.text())
+    print(funnel.text())
+    if summary.inputs == 0:
+        print("voxflow clean: no audio files found in the inputs", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -173,7 +217,13 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"probe": _cmd_probe, "diarize": _cmd_diarize, "export": _cmd_export, "eval": _cmd_eval}
+COMMANDS = {
+    "probe": _cmd_probe,
+    "diarize": _cmd_diarize,
+    "clean": _cmd_clean,
+    "export": _cmd_export,
+    "eval": _cmd_eval,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -186,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, SourceError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, SourceError, FilterError, FileNotFoundError, ValueError) as exc:
         print(f"voxflow {args.command}: {exc}", file=sys.stderr)
         return 2
 

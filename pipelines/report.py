@@ -102,3 +102,97 @@ def evaluate_run(ref_dir: str, hyp: str, json_path: str | None = None) -> Report
     if json_path:
         Path(json_path).write_text(json.dumps(report_dict(report), indent=2))
     return report
+
+
+def _clips(run: str) -> pd.DataFrame:
+    path = os.path.join(run, "clips.parquet")
+    if "://" not in run and not os.path.exists(path):
+        raise FileNotFoundError(f"{run} has no clips.parquet: is it a voxflow clean output folder?")
+    return pd.read_parquet(path)
+
+
+def _audio_location(run: str, audio_path: str) -> str:
+    return (
+        os.path.join(os.path.abspath(run), audio_path)
+        if "://" not in run
+        else f"{run.rstrip('/')}/{audio_path}"
+    )
+
+
+def export_nemo(run: str, target: str | None = None) -> str:
+    """A NeMo manifest (JSON lines: ``audio_filepath``, ``duration``, ``text``, ``lang``...) of a
+    clean run's kept clips; returns its path (default ``DIR/nemo_manifest.jsonl``)."""
+    clips = _clips(run)
+    target = target or os.path.join(run, "nemo_manifest.jsonl")
+    with open(target + ".tmp", "w", encoding="utf-8") as f:
+        for row in clips.itertuples(index=False):
+            record = {
+                "audio_filepath": _audio_location(run, row.audio_path),
+                "duration": round(float(row.duration), 3),
+                "text": getattr(row, "text", "") or "",
+                "offset": 0.0,
+            }
+            if isinstance(getattr(row, "language", None), str):
+                record["lang"] = row.language
+            record["source"] = row.path
+            record["source_offset"] = round(float(row.start), 3)
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(target + ".tmp", target)
+    return target
+
+
+def export_lhotse(run: str, directory: str | None = None) -> dict[str, str]:
+    """Lhotse manifests of a clean run's kept clips: ``recordings.jsonl``, ``supervisions.jsonl``
+    and ``cuts.jsonl`` (MonoCut), in ``directory`` (default ``DIR/lhotse``)."""
+    import soundfile as sf
+
+    clips = _clips(run)
+    directory = directory or os.path.join(run, "lhotse")
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    paths = {
+        name: os.path.join(directory, f"{name}.jsonl")
+        for name in ("recordings", "supervisions", "cuts")
+    }
+    handles = {name: open(path + ".tmp", "w", encoding="utf-8") for name, path in paths.items()}
+    try:
+        for row in clips.itertuples(index=False):
+            location = _audio_location(run, row.audio_path)
+            info = sf.info(location) if "://" not in location else None
+            rate = int(info.samplerate) if info else int(row.sample_rate)
+            frames = int(info.frames) if info else int(round(float(row.duration) * rate))
+            recording = {
+                "id": row.clip_id,
+                "sources": [{"type": "file", "channels": [0], "source": location}],
+                "sampling_rate": rate,
+                "num_samples": frames,
+                "duration": frames / rate,
+                "channel_ids": [0],
+            }
+            supervision = {
+                "id": row.clip_id,
+                "recording_id": row.clip_id,
+                "start": 0.0,
+                "duration": frames / rate,
+                "channel": 0,
+                "text": getattr(row, "text", None),
+                "language": getattr(row, "language", None),
+                "custom": {"source": row.path, "source_start": float(row.start)},
+            }
+            cut = {
+                "id": row.clip_id,
+                "start": 0.0,
+                "duration": frames / rate,
+                "channel": 0,
+                "supervisions": [supervision],
+                "recording": recording,
+                "type": "MonoCut",
+            }
+            handles["recordings"].write(json.dumps(recording, ensure_ascii=False) + "\n")
+            handles["supervisions"].write(json.dumps(supervision, ensure_ascii=False) + "\n")
+            handles["cuts"].write(json.dumps(cut, ensure_ascii=False) + "\n")
+    finally:
+        for handle in handles.values():
+            handle.close()
+    for path in paths.values():
+        os.replace(path + ".tmp", path)
+    return paths

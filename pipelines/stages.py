@@ -92,15 +92,15 @@ class SafeOperator:
         return batch
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        # Rows an earlier stage already failed pass through untouched. (No recursion through
-        # __call__: Ray Data runs a callable class's __call__ on one thread and a nested call
-        # would wait on itself forever.)
-        if "status" in batch and (batch["status"] == "error").any():
-            live = np.flatnonzero(batch["status"] != "error")
+        # Only rows with status "ok" are processed: rows an earlier stage failed ("error") or set
+        # aside ("skip") pass through untouched. (No recursion through __call__: Ray Data runs a
+        # callable class's __call__ on one thread and a nested call would wait on itself forever.)
+        if "status" in batch and (batch["status"] != "ok").any():
+            live = np.flatnonzero(batch["status"] == "ok")
             if live.size == 0:
                 return batch
-            dead = np.flatnonzero(batch["status"] == "error")
-            return _concat([self._process(_take(batch, live)), _take(batch, dead)])
+            rest = np.flatnonzero(batch["status"] != "ok")
+            return _concat([self._process(_take(batch, live)), _take(batch, rest)])
         return self._process(batch)
 
     def _process(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

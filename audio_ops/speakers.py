@@ -1,0 +1,99 @@
+"""Single-speaker check of training clips, with the diarization operators.
+
+Each clip's speech is embedded in windows and clustered; a clip with one speaker passes; a clip
+with more is split at its speaker changes (``split``: each single-speaker part that still meets the
+clip bounds becomes a clip of its own, the rest is accounted as ``multi_speaker``) or dropped whole
+(``drop``). ``overlap_ratio`` is the share of the clip's speech in turns flagged as overlapped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from audio_ops.clips import ClipConfig
+from audio_ops.clustering import ClusteringConfig, cluster_speakers
+from audio_ops.embedding import EmbeddingConfig, grid_windows
+from audio_ops.turns import TurnConfig, build_turns
+
+
+@dataclass(frozen=True)
+class SpeakerCheckConfig:
+    """Single-speaker check parameters.
+
+    Args:
+        embedding: speaker embedding model and windows.
+        clustering: how speakers inside a clip are told apart (a clip is short: at most
+            ``max_speakers`` voices are looked for).
+        min_windows: clips with fewer embedded windows are taken as single-speaker.
+    """
+
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    clustering: ClusteringConfig = field(default_factory=lambda: ClusteringConfig(max_speakers=4))
+    min_windows: int = 4
+
+
+@dataclass
+class SpeakerCheck:
+    """The check of one clip.
+
+    Args:
+        speaker_count: speakers found.
+        overlap_ratio: share of speech in turns flagged as overlapped.
+        parts: ``(start, end)`` single-speaker spans (clip time, seconds) long enough to keep.
+    """
+
+    speaker_count: int
+    overlap_ratio: float
+    parts: list[tuple[float, float]]
+
+
+def check_speakers(
+    audio: np.ndarray,
+    speech: np.ndarray,
+    encoder,
+    config: SpeakerCheckConfig,
+    clip_config: ClipConfig,
+) -> SpeakerCheck:
+    """Speakers of one 16 kHz clip.
+
+    Args:
+        audio: the clip's samples.
+        speech: ``(n, 2)`` speech regions in clip time.
+        encoder: a loaded :class:`audio_ops.embedding.SpeakerEncoder`.
+        config: embedding and clustering parameters.
+        clip_config: bounds a split part must meet.
+    """
+    duration = len(audio) / 16000
+    speech = np.asarray(speech, dtype=np.float64).reshape(-1, 2)
+    starts = grid_windows(speech, 0.0, duration, config.embedding)
+    speech_seconds = float(np.sum(speech[:, 1] - speech[:, 0])) if speech.size else 0.0
+    if len(starts) < config.min_windows:
+        return SpeakerCheck(1 if speech_seconds else 0, 0.0, [(0.0, duration)])
+    window = int(round(config.embedding.window * 16000))
+    embeddings = encoder.embed(audio, np.round(starts * 16000).astype(np.int64), window)
+    labels = cluster_speakers(embeddings, config.clustering)
+    turns = build_turns(speech, starts, config.embedding.window, labels, duration, TurnConfig())
+    count = len({t.speaker for t in turns})
+    overlapped = sum(t.end - t.start for t in turns if t.overlap)
+    overlap_ratio = overlapped / speech_seconds if speech_seconds else 0.0
+    if count <= 1:
+        return SpeakerCheck(count, overlap_ratio, [(0.0, duration)])
+    # Runs of one speaker, joined across pauses, cut in the middle of the pause between speakers.
+    runs: list[list[float]] = []
+    for t in turns:
+        if runs and runs[-1][2] == t.speaker:
+            runs[-1][1] = t.end
+        else:
+            runs.append([t.start, t.end, t.speaker])
+    parts = []
+    for i, (s, e, _) in enumerate(runs):
+        lo = (runs[i - 1][1] + s) / 2 if i else max(0.0, s - clip_config.margin)
+        hi = (
+            (e + runs[i + 1][0]) / 2 if i + 1 < len(runs) else min(duration, e + clip_config.margin)
+        )
+        lo, hi = max(lo, s - clip_config.margin), min(hi, e + clip_config.margin)
+        if clip_config.min_seconds <= hi - lo <= clip_config.max_seconds:
+            parts.append((float(lo), float(hi)))
+    return SpeakerCheck(count, overlap_ratio, parts)

@@ -1,0 +1,841 @@
+"""``voxflow clean``: raw recordings -> a training set of clips, with every dropped hour accounted for.
+
+    list -> segment actors (stream each file once at 16 kHz: VAD, loudness, energy profile ->
+            clip spans that start and end in pauses; one summary row per file)
+         -> load tasks (decode each clip's window only, loudness gain applied)
+         -> the configured steps, each an actor pool: separate, enhance, speaker, transcribe,
+            quality (any subset, in that order)
+         -> filter + write tasks (rules from the config; kept clips become FLAC under clips/)
+         -> driver: clips.parquet, rejected/, funnel, files/, errors/, _run.json
+
+Rows carry ``status``: ``ok`` rows are processed by each step; ``skip`` (set aside with a reason,
+e.g. ``too_short``, ``multi_speaker``) and ``error`` rows pass through untouched to the driver, so
+every second of every input ends in exactly one place: kept, or dropped with a named reason.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from audio_ops.clips import ClipConfig, segment_file
+from audio_ops.diarization import pack, unpack
+from audio_ops.errors import error_kind
+from audio_ops.filters import Funnel, first_failure, parse_rules
+from audio_ops.speakers import SpeakerCheckConfig, check_speakers
+from audio_ops.vad import VadConfig
+from pipelines.config import ConfigError, StageResources, config_hash, to_dict
+from pipelines.probe import ERRORS_SCHEMA, JobSummary
+from pipelines.runtime import Progress, RaySession
+from pipelines.sinks import (
+    TableSink,
+    is_local,
+    join,
+    package_versions,
+    utc_now,
+    write_bytes_atomic,
+    write_run_json,
+    write_table_atomic,
+)
+from pipelines.sources import list_corpus
+from pipelines.stages import apply_operator, resources_for
+
+#: Steps in the order they run; ``steps:`` in the config picks a subset.
+STEP_ORDER = ("separate", "enhance", "speaker", "transcribe", "quality")
+DEFAULT_STEPS = ("enhance", "speaker", "transcribe", "quality")
+
+#: Columns each step adds (what filters may test).
+BASE_COLUMNS = {
+    "duration",
+    "start",
+    "end",
+    "gain_db",
+    "loudness_lufs",
+    "speech_seconds",
+    "sample_rate",
+}
+STEP_COLUMNS = {
+    "separate": {"separation", "accompaniment_db"},
+    "enhance": {"enhancement", "snr_before_db", "snr_after_db"},
+    "speaker": {"speaker_count", "overlap_ratio"},
+    "transcribe": {
+        "text",
+        "language",
+        "language_prob",
+        "avg_logprob",
+        "no_speech_prob",
+        "compression_ratio",
+        "hallucination",
+        "chars_per_second",
+    },
+    "quality": {"snr_db", "vad_snr_db", "clipping_ratio", "bandwidth_hz", "speech_ratio"},
+}
+
+
+@dataclass(frozen=True)
+class CleanRunConfig:
+    """Everything ``voxflow clean`` runs with.
+
+    Args:
+        steps: which steps run (any of separate, enhance, speaker, transcribe, quality).
+        sample_rate: rate of the processed and exported clips (the models see 16 kHz).
+        target_lufs: loudness every file is normalised to.
+        max_gain_db: the largest gain (either way) loudness normalisation applies.
+        vad: speech detection.
+        clips: clip bounds and the single-speaker policy.
+        speaker: single-speaker check parameters.
+        enhancement: the ``enhance`` step's options (see ``audio_ops.enhancement``).
+        separation: the ``separate`` step's options (see ``audio_ops.separation``).
+        transcription: the ``transcribe`` step's options (see ``audio_ops.transcription``).
+        quality: the ``quality`` step's options (see ``audio_ops.quality``).
+        filters: rules (``snr >= 15``...), a list or a ``name: rule`` mapping.
+        resources: scheduling overrides by stage name.
+        extensions: audio extensions a directory listing picks up.
+    """
+
+    steps: tuple[str, ...] = DEFAULT_STEPS
+    sample_rate: int = 16000
+    target_lufs: float = -23.0
+    max_gain_db: float = 20.0
+    vad: VadConfig = field(default_factory=VadConfig)
+    clips: ClipConfig = field(default_factory=ClipConfig)
+    speaker: SpeakerCheckConfig = field(default_factory=SpeakerCheckConfig)
+    enhancement: dict[str, Any] = field(default_factory=dict)
+    separation: dict[str, Any] = field(default_factory=dict)
+    transcription: dict[str, Any] = field(default_factory=dict)
+    quality: dict[str, Any] = field(default_factory=dict)
+    filters: Any = None
+    resources: dict[str, StageResources] = field(default_factory=dict)
+    extensions: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.steps if s not in STEP_ORDER]
+        if unknown:
+            raise ConfigError(
+                f"steps: unknown operator {unknown[0]!r} (known: {', '.join(STEP_ORDER)})"
+            )
+        if self.sample_rate not in (8000, 16000, 22050, 24000, 32000, 44100, 48000):
+            raise ConfigError(f"sample_rate: {self.sample_rate} is not a supported rate")
+        if self.max_gain_db < 0:
+            raise ConfigError("max_gain_db must be >= 0")
+
+    def columns(self) -> set[str]:
+        """Every column a filter may test with these steps."""
+        cols = set(BASE_COLUMNS)
+        for step in self.steps:
+            cols |= STEP_COLUMNS[step]
+        return cols
+
+
+def validate(config: CleanRunConfig) -> list:
+    """Parse the filters and build every step's options now, so a wrong config fails before any
+    work starts, naming the key."""
+    from pipelines.config import from_dict
+
+    rules = parse_rules(config.filters, config.columns())
+    for step in config.steps:
+        cls, section = _step_config_class(step)
+        if cls is not None:
+            from_dict(cls, getattr(config, section), section)
+    return rules
+
+
+def _step_config_class(step: str) -> tuple[type | None, str]:
+    if step == "enhance":
+        from audio_ops.enhancement import EnhancementConfig
+
+        return EnhancementConfig, "enhancement"
+    if step == "separate":
+        from audio_ops.separation import SeparationConfig
+
+        return SeparationConfig, "separation"
+    if step == "transcribe":
+        from audio_ops.transcription import TranscriptionConfig
+
+        return TranscriptionConfig, "transcription"
+    if step == "quality":
+        from audio_ops.quality import QualityConfig
+
+        return QualityConfig, "quality"
+    return None, ""
+
+
+def _step_operator(step: str, config: CleanRunConfig) -> tuple[type, dict[str, Any]]:
+    from pipelines.config import from_dict
+
+    cls, section = _step_config_class(step)
+    options = from_dict(cls, getattr(config, section), section) if cls is not None else None
+    if step == "enhance":
+        from audio_ops.enhancement import EnhanceOperator
+
+        return EnhanceOperator, {"config": options}
+    if step == "separate":
+        from audio_ops.separation import SeparateOperator
+
+        return SeparateOperator, {"config": options}
+    if step == "transcribe":
+        return TranscribeAt16k, {"config": options}
+    if step == "quality":
+        from audio_ops.quality import QualityOperator
+
+        return QualityOperator, {"config": options}
+    return SpeakerCheckOperator, {"config": config.speaker, "clip_config": config.clips}
+
+
+# ----------------------------------------------------------------------------------------------
+# Stage operators (numpy batches in and out)
+# ----------------------------------------------------------------------------------------------
+
+
+def clip_id(file_id: str, start: float) -> str:
+    """Deterministic clip id: the file's id and the clip's start in milliseconds."""
+    return f"{file_id}_{int(round(start * 1000)):09d}"
+
+
+def _gain_db(lufs: float, target: float, limit: float) -> float:
+    if not np.isfinite(lufs):
+        return 0.0
+    return float(np.clip(target - lufs, -limit, limit))
+
+
+class SegmentOperator:
+    """Segment stage: each file row fans out into one ``kind=file`` summary row and one row per
+    clip span (``ok``), or per span set aside (``skip`` with its reason).
+
+    Args:
+        config: the run config.
+    """
+
+    uses_model = True
+    num_cpus = 0.25
+    batch_size = 1
+    max_actors = 2
+
+    def __init__(self, config: CleanRunConfig):
+        from audio_ops.vad import make_vad
+
+        self.config = config
+        self.vad = make_vad(config.vad)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows: list[dict[str, Any]] = []
+        for file_id, path in zip(batch["file_id"], batch["path"], strict=True):
+            try:
+                seg = segment_file(str(path), self.vad, self.config.vad, self.config.clips)
+            except Exception as exc:
+                rows.append(
+                    _row(
+                        file_id,
+                        path,
+                        "file",
+                        status="error",
+                        error_kind=error_kind(exc),
+                        error=str(exc) or repr(exc),
+                        error_stage="segment",
+                    )
+                )
+                continue
+            gain = _gain_db(seg.loudness_lufs, self.config.target_lufs, self.config.max_gain_db)
+            speech = (
+                float(np.sum(seg.regions[:, 1] - seg.regions[:, 0])) if seg.regions.size else 0.0
+            )
+            in_clips = sum(c.duration for c in seg.clips)
+            rows.append(
+                _row(
+                    file_id,
+                    path,
+                    "file",
+                    status="skip",
+                    reason="no_speech",
+                    seconds=max(seg.duration - in_clips, 0.0),
+                    duration=seg.duration,
+                    loudness_lufs=seg.loudness_lufs,
+                    speech_seconds=speech,
+                    gain_db=gain,
+                )
+            )
+            for index, clip in enumerate(seg.clips):
+                local = clip.speech - clip.start
+                rows.append(
+                    _row(
+                        file_id,
+                        path,
+                        "clip",
+                        clip_index=index,
+                        start=clip.start,
+                        end=clip.end,
+                        seconds=clip.duration,
+                        status="skip" if clip.reason else "ok",
+                        reason=clip.reason,
+                        speech=pack(local),
+                        gain_db=gain,
+                        loudness_lufs=seg.loudness_lufs,
+                        duration=clip.duration,
+                        speech_seconds=float(np.sum(local[:, 1] - local[:, 0])),
+                    )
+                )
+        return _columns(rows)
+
+
+_DEFAULTS: dict[str, Any] = {
+    "kind": "",
+    "clip_index": -1,
+    "start": 0.0,
+    "end": 0.0,
+    "seconds": 0.0,
+    "status": "ok",
+    "reason": "",
+    "speech": b"",
+    "gain_db": 0.0,
+    "loudness_lufs": float("nan"),
+    "duration": 0.0,
+    "speech_seconds": 0.0,
+    "audio": b"",
+    "sample_rate": 0,
+    "error_kind": "",
+    "error": "",
+    "error_stage": "",
+}
+
+
+def _row(file_id: str, path: str, kind: str, **values: Any) -> dict[str, Any]:
+    row = dict(_DEFAULTS)
+    row.update(file_id=file_id, path=path, kind=kind, **values)
+    return row
+
+
+def _columns(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    keys = list(rows[0]) if rows else list(_DEFAULTS)
+    out = {}
+    for key in keys:
+        values = [r.get(key) for r in rows]
+        sample = _DEFAULTS.get(key, values[0] if values else None)
+        if isinstance(sample, bool):
+            out[key] = np.array(values, dtype=bool)
+        elif isinstance(sample, int):
+            out[key] = np.array(values, dtype=np.int64)
+        elif isinstance(sample, float):
+            out[key] = np.array(values, dtype=np.float64)
+        else:
+            out[key] = np.array(values, dtype=object)
+    return out
+
+
+class LoadClipOperator:
+    """Load stage: decodes each clip's window (only), at the run's rate, with the file's loudness
+    gain applied and peaks kept below full scale.
+
+    Args:
+        sample_rate: output rate.
+    """
+
+    num_cpus = 0.25
+    batch_size = 4
+
+    def __init__(self, sample_rate: int):
+        self.sample_rate = sample_rate
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from audio_ops.io import load_audio
+
+        audio, rates = [], []
+        for path, start, end, gain in zip(
+            batch["path"], batch["start"], batch["end"], batch["gain_db"], strict=True
+        ):
+            samples, rate = load_audio(
+                str(path), self.sample_rate, start=float(start), end=float(end)
+            )
+            samples = samples * np.float32(10 ** (float(gain) / 20))
+            peak = float(np.max(np.abs(samples))) if samples.size else 0.0
+            if peak > 0.98:  # the gain must not clip
+                samples = samples * np.float32(0.98 / peak)
+            audio.append(samples.astype(np.float32).tobytes())
+            rates.append(rate)
+        out = dict(batch)
+        out["audio"] = np.array(audio, dtype=object)
+        out["sample_rate"] = np.array(rates, dtype=np.int64)
+        return out
+
+
+class SpeakerCheckOperator:
+    """Speaker stage: one speaker per clip. A clip with several is split at the changes (parts
+    that meet the bounds become clips; the remainder is a ``skip`` row ``multi_speaker``) or
+    set aside whole, by ``clips.single_speaker``.
+
+    Args:
+        config: embedding and clustering of the check.
+        clip_config: bounds and policy.
+    """
+
+    uses_model = True
+    num_cpus = 0.5
+    batch_size = 4
+
+    def __init__(self, config: SpeakerCheckConfig, clip_config: ClipConfig):
+        from audio_ops.embedding import make_encoder
+
+        self.config, self.clip_config = config, clip_config
+        self.encoder = make_encoder(config.embedding)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from audio_ops.io import resample
+
+        rows = [{k: v[i] for k, v in batch.items()} for i in range(len(batch["file_id"]))]
+        out: list[dict[str, Any]] = []
+        for row in rows:
+            rate = int(row["sample_rate"])
+            audio = np.frombuffer(row["audio"], dtype=np.float32)
+            audio16 = resample(audio, rate, 16000) if rate != 16000 else audio
+            speech = unpack(row["speech"]) if row["speech"] else np.zeros((0, 2))
+            if self.clip_config.single_speaker == "off":
+                out.append({**row, "speaker_count": -1, "overlap_ratio": float("nan")})
+                continue
+            check = check_speakers(audio16, speech, self.encoder, self.config, self.clip_config)
+            base = {
+                **row,
+                "speaker_count": check.speaker_count,
+                "overlap_ratio": check.overlap_ratio,
+            }
+            if check.speaker_count <= 1:
+                out.append(base)
+                continue
+            keep = check.parts if self.clip_config.single_speaker == "split" else []
+            kept_seconds = 0.0
+            for lo, hi in keep:
+                a, b = int(round(lo * rate)), int(round(hi * rate))
+                part_speech = speech.copy()
+                part_speech = (
+                    part_speech[(part_speech[:, 1] > lo) & (part_speech[:, 0] < hi)]
+                    if speech.size
+                    else speech
+                )
+                part_speech = np.clip(part_speech, lo, hi) - lo
+                out.append(
+                    {
+                        **base,
+                        "start": float(row["start"]) + lo,
+                        "end": float(row["start"]) + hi,
+                        "seconds": hi - lo,
+                        "duration": hi - lo,
+                        "audio": audio[a:b].tobytes(),
+                        "speech": pack(part_speech),
+                        "speaker_count": 1,
+                        "speech_seconds": float(np.sum(part_speech[:, 1] - part_speech[:, 0]))
+                        if part_speech.size
+                        else 0.0,
+                    }
+                )
+                kept_seconds += hi - lo
+            out.append(
+                {
+                    **base,
+                    "status": "skip",
+                    "reason": "multi_speaker",
+                    "audio": b"",
+                    "seconds": max(float(row["seconds"]) - kept_seconds, 0.0),
+                }
+            )
+        return _columns(out)
+
+
+class TranscribeAt16k:
+    """Transcription stage: the Whisper operator, fed 16 kHz whatever the run's rate."""
+
+    uses_model = True
+    num_cpus = 0.5
+    batch_size = 4
+
+    def __init__(self, config: Any):
+        from audio_ops.transcription import TranscribeOperator
+
+        self.inner = TranscribeOperator(config)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from audio_ops.io import resample
+
+        rates = batch["sample_rate"]
+        if np.all(rates == 16000):
+            return self.inner(batch)
+        original = batch["audio"]
+        converted = np.array(
+            [
+                resample(np.frombuffer(a, np.float32), int(r), 16000).tobytes()
+                for a, r in zip(original, rates, strict=True)
+            ],
+            dtype=object,
+        )
+        out = self.inner({**batch, "audio": converted})
+        out["audio"] = original
+        return out
+
+
+class FilterWriteOperator:
+    """Filter + write stage: the first failed rule's name becomes the clip's ``reason``; kept clips
+    are written as FLAC to ``OUT/clips/<clip_id>.flac`` (temporary name, then rename). The audio
+    column is dropped either way.
+
+    Args:
+        rules: the parsed filter rules.
+        out: the run's output folder.
+    """
+
+    num_cpus = 0.25
+    batch_size = 8
+
+    def __init__(self, rules: list, out: str):
+        self.rules, self.out = rules, out
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import io
+
+        import soundfile as sf
+
+        n = len(batch["file_id"])
+        reasons, paths = [], []
+        for i in range(n):
+            row = {
+                k: (v[i].item() if hasattr(v[i], "item") else v[i])
+                for k, v in batch.items()
+                if k != "audio"
+            }
+            reason = first_failure(row, self.rules)
+            reasons.append(reason)
+            if reason:
+                paths.append("")
+                continue
+            name = f"clips/{clip_id(row['file_id'], row['start'])}.flac"
+            buffer = io.BytesIO()
+            samples = np.frombuffer(batch["audio"][i], dtype=np.float32)
+            sf.write(buffer, samples, int(row["sample_rate"]), format="FLAC", subtype="PCM_16")
+            write_bytes_atomic(join(self.out, name), buffer.getvalue())
+            paths.append(name)
+        out = {k: v for k, v in batch.items() if k != "audio"}
+        out["reason"] = np.array(reasons, dtype=object)
+        out["status"] = np.where(np.array(reasons, dtype=object) == "", "ok", "skip").astype(object)
+        out["audio_path"] = np.array(paths, dtype=object)
+        return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The job
+# ----------------------------------------------------------------------------------------------
+
+_DROP = {
+    "speech",
+    "audio",
+    "kind",
+    "status",
+    "reason",
+    "error_kind",
+    "error",
+    "error_stage",
+    "seconds",
+}
+
+
+def run_clean(
+    inputs: list[str],
+    out: str,
+    config: CleanRunConfig | None = None,
+    *,
+    address: str | None = None,
+    quiet: bool = False,
+    num_cpus: int | None = None,
+) -> tuple[JobSummary, Funnel]:
+    """Clean a corpus into clips.
+
+    Args:
+        inputs: directories, globs, files or manifests.
+        out: output folder, local or URL.
+        config: the run's configuration (validated before anything runs).
+        address: Ray address; None starts (and stops) a local Ray.
+        quiet: no progress line.
+        num_cpus: CPUs of a local Ray started for this job.
+
+    Returns:
+        The summary and the funnel (``funnel.check()`` has passed).
+    """
+    config = config or CleanRunConfig()
+    rules = validate(config)
+    started_at, t0 = utc_now(), time.perf_counter()
+    listing = list_corpus(inputs, config.extensions or None)
+    by_id = {row["file_id"]: row for row in listing}
+    summary = JobSummary(job="clean", out=out, inputs=len(listing))
+    funnel = Funnel()
+    kinds: Counter[str] = Counter()
+    progress = Progress("clean", len(listing), quiet=quiet)
+    kept_rows: list[dict[str, Any]] = []
+    rejected = TableSink(join(out, "rejected"), _REJECTED_SCHEMA)
+    files = TableSink(join(out, "files"), _FILES_SCHEMA)
+    errors = TableSink(join(out, "errors"), ERRORS_SCHEMA)
+    seen: set[str] = set()
+    if listing:
+        with RaySession(address=address, num_cpus=num_cpus, quiet=quiet):
+            import ray.data
+
+            res = config.resources
+            ds = ray.data.from_items(
+                [{"file_id": r["file_id"], "path": r["path"]} for r in listing],
+                override_num_blocks=min(len(listing), 1000),
+            )
+            ds = apply_operator(
+                ds,
+                SegmentOperator,
+                stage="segment",
+                kwargs={"config": config},
+                resources=resources_for(SegmentOperator, res, "segment"),
+            )
+            ds = apply_operator(
+                ds,
+                LoadClipOperator,
+                stage="load",
+                kwargs={"sample_rate": config.sample_rate},
+                resources=resources_for(LoadClipOperator, res, "load"),
+            )
+            for step in STEP_ORDER:
+                if step in config.steps:
+                    cls, kwargs = _step_operator(step, config)
+                    ds = apply_operator(
+                        ds, cls, stage=step, kwargs=kwargs, resources=resources_for(cls, res, step)
+                    )
+            ds = apply_operator(
+                ds,
+                FilterWriteOperator,
+                stage="filter",
+                kwargs={"rules": rules, "out": out},
+                resources=resources_for(FilterWriteOperator, res, "filter"),
+                use_actors=False,
+            )
+            for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+                for row in batch.to_dict(orient="records"):
+                    row.pop("audio", None)
+                    _account(
+                        row,
+                        by_id,
+                        funnel,
+                        kept_rows,
+                        rejected,
+                        files,
+                        errors,
+                        kinds,
+                        summary,
+                        progress,
+                        seen,
+                    )
+    for file_id in by_id:
+        if file_id not in seen:
+            _account(
+                {
+                    "file_id": file_id,
+                    "path": by_id[file_id]["path"],
+                    "kind": "file",
+                    "status": "error",
+                    "error_kind": "lost",
+                    "error": "the pipeline returned no result for this file",
+                    "error_stage": "pipeline",
+                    "seconds": 0.0,
+                    "duration": 0.0,
+                },
+                by_id,
+                funnel,
+                kept_rows,
+                rejected,
+                files,
+                errors,
+                kinds,
+                summary,
+                progress,
+                seen,
+            )
+    funnel.check()
+    kept_rows.sort(key=lambda r: r["clip_id"])
+    _write_clips_table(out, kept_rows)
+    write_table_atomic(join(out, "funnel.parquet"), pa.Table.from_pylist(funnel.rows()))
+    rejected.close()
+    files.close()
+    errors.close()
+    progress.close()
+    summary.errors_by_kind = dict(kinds)
+    summary.wall_seconds = time.perf_counter() - t0
+    write_run_json(
+        out,
+        {
+            "job": "clean",
+            "inputs": list(inputs),
+            "config": to_dict(config),
+            "config_hash": config_hash(config),
+            "versions": package_versions(),
+            "started_at": started_at,
+            "ended_at": utc_now(),
+            "wall_seconds": summary.wall_seconds,
+            "counts": {
+                "inputs": summary.inputs,
+                "ok": summary.ok,
+                "errors": summary.errors,
+                "errors_by_kind": summary.errors_by_kind,
+                "audio_seconds": summary.audio_seconds,
+                "clips_kept": funnel.clips_kept,
+            },
+            "funnel": {
+                "hours_in": funnel.seconds_in / 3600,
+                "hours_kept": funnel.kept / 3600,
+                "hours_dropped": {k: v / 3600 for k, v in funnel.dropped.items()},
+            },
+        },
+    )
+    return summary, funnel
+
+
+def _account(
+    row, by_id, funnel, kept_rows, rejected, files, errors, kinds, summary, progress, seen
+) -> None:
+    """Route one result row: a file summary, a kept clip, or a dropped span with its reason."""
+    file_id = row["file_id"]
+    listing = by_id[file_id]
+    status = row.get("status")
+    seconds = float(row.get("seconds") or 0.0)
+    if status == "error":
+        reason = f"error:{row.get('error_stage') or 'unknown'}"
+    else:
+        reason = row.get("reason") or ""
+    funnel.add(seconds, reason)
+    if row.get("kind") == "file":
+        seen.add(file_id)
+        failed = status == "error"
+        duration = float(row.get("duration") or 0.0)
+        files.add(
+            [
+                {
+                    **listing,
+                    "duration": duration,
+                    "speech_seconds": row.get("speech_seconds"),
+                    "loudness_lufs": row.get("loudness_lufs"),
+                    "gain_db": row.get("gain_db"),
+                    "status": "error" if failed else "ok",
+                    "error_kind": row.get("error_kind") or "",
+                    "error": row.get("error") or "",
+                    "error_stage": row.get("error_stage") or "",
+                }
+            ]
+        )
+        if failed:
+            errors.add(
+                [
+                    {
+                        "path": listing["path"],
+                        "file_id": file_id,
+                        "rel_path": listing.get("rel_path"),
+                        "stage": row.get("error_stage"),
+                        "error_kind": row.get("error_kind"),
+                        "error": row.get("error"),
+                    }
+                ]
+            )
+            kinds[row.get("error_kind") or "error"] += 1
+            summary.errors += 1
+        else:
+            summary.ok += 1
+            summary.audio_seconds += duration
+        progress.update(1, 0.0 if failed else duration, int(failed))
+        return
+    record = {k: v for k, v in row.items() if k not in _DROP}
+    record["clip_id"] = clip_id(file_id, float(row.get("start") or 0.0))
+    record["rel_path"] = listing.get("rel_path")
+    if status == "ok" and not reason:
+        kept_rows.append(record)
+    else:
+        rejected.add(
+            [
+                {
+                    "clip_id": record["clip_id"],
+                    "file_id": file_id,
+                    "path": row.get("path"),
+                    "start": float(row.get("start") or 0.0),
+                    "end": float(row.get("end") or 0.0),
+                    "seconds": seconds,
+                    "reason": reason,
+                    "error": row.get("error") or "",
+                    "text": row.get("text") if isinstance(row.get("text"), str) else None,
+                }
+            ]
+        )
+
+
+_REJECTED_SCHEMA = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("file_id", pa.string()),
+        ("path", pa.string()),
+        ("start", pa.float64()),
+        ("end", pa.float64()),
+        ("seconds", pa.float64()),
+        ("reason", pa.string()),
+        ("error", pa.string()),
+        ("text", pa.string()),
+    ]
+)
+_FILES_SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("file_id", pa.string()),
+        ("rel_path", pa.string()),
+        ("source", pa.string()),
+        ("duration", pa.float64()),
+        ("speech_seconds", pa.float64()),
+        ("loudness_lufs", pa.float64()),
+        ("gain_db", pa.float64()),
+        ("status", pa.string()),
+        ("error_kind", pa.string()),
+        ("error", pa.string()),
+        ("error_stage", pa.string()),
+    ]
+)
+
+
+def _write_clips_table(out: str, rows: list[dict[str, Any]]) -> None:
+    """``OUT/clips.parquet``: one row per kept clip, plain columns (no extension types), so
+    pandas, DuckDB and ``datasets.load_dataset("parquet", ...)`` read it as it is."""
+    first = [
+        "clip_id",
+        "audio_path",
+        "file_id",
+        "path",
+        "rel_path",
+        "start",
+        "end",
+        "duration",
+        "sample_rate",
+    ]
+    if rows:
+        columns = first + sorted({k for r in rows for k in r} - set(first))
+        clean = []
+        for r in rows:
+            item = {}
+            for k in columns:
+                v = r.get(k)
+                if isinstance(v, np.generic):
+                    v = v.item()
+                item[k] = v
+            clean.append(item)
+        table = pa.Table.from_pylist(clean)
+    else:
+        table = pa.table({c: pa.array([], pa.string()) for c in first})
+    write_table_atomic(join(out, "clips.parquet"), table)
+
+
+def clips_table_path(out: str) -> str:
+    """Where the kept clips' metadata lives."""
+    return join(out, "clips.parquet")
+
+
+def absolute_audio_path(out: str, audio_path: str) -> str:
+    """The location of a clip's FLAC file."""
+    return (
+        os.path.join(os.path.abspath(out), audio_path) if is_local(out) else join(out, audio_path)
+    )
