@@ -102,6 +102,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="label turns with corpus-wide speaker ids (or enrolled names) instead of file-local ones",
     )
 
+    submit = sub.add_parser(
+        "submit",
+        help="run a voxflow job on a Ray cluster (Jobs API): voxflow submit --address URL -- diarize ...",
+    )
+    submit.add_argument(
+        "--address",
+        required=True,
+        metavar="URL",
+        help="the cluster's dashboard, e.g. http://127.0.0.1:8265",
+    )
+    submit.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow the job's logs until it ends; exit 0 only if it succeeded",
+    )
+    submit.add_argument(
+        "--pip",
+        action="append",
+        metavar="REQ",
+        help="extra pip requirement for the job (repeatable)",
+    )
+    submit.add_argument(
+        "job", nargs=argparse.REMAINDER, help="-- then the voxflow command to run there"
+    )
+
+    jobs = sub.add_parser("jobs", help="status, logs or stop of a submitted job")
+    jobs.add_argument("action", choices=["status", "logs", "stop"])
+    jobs.add_argument("job_id", metavar="JOB_ID")
+    jobs.add_argument(
+        "--address", required=True, metavar="URL", help="the cluster's dashboard address"
+    )
+
     nemo = export_sub.add_parser("nemo", help="NeMo JSONL manifest of a clean run's clips")
     nemo.add_argument("run", metavar="DIR", help="a voxflow clean output folder")
     nemo.add_argument(
@@ -170,6 +202,31 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from pipelines.submit import submit
+
+    job = args.job[1:] if args.job and args.job[0] == "--" else args.job
+    job_id, status = submit(args.address, job, wait=args.wait, pip=args.pip)
+    print(f"job {job_id}: {status}")
+    return 0 if (not args.wait or status == "SUCCEEDED") else 1
+
+
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    from pipelines import submit
+
+    if args.action == "status":
+        print(submit.job_status(args.address, args.job_id))
+    elif args.action == "logs":
+        print(submit.job_logs(args.address, args.job_id), end="")
+    else:
+        print(
+            "stop requested"
+            if submit.stop_job(args.address, args.job_id)
+            else "job was not running"
+        )
+    return 0
+
+
 def _cmd_clean(args: argparse.Namespace) -> int:
     from pipelines.clean import CleanRunConfig, run_clean
 
@@ -222,6 +279,8 @@ COMMANDS = {
     "diarize": _cmd_diarize,
     "clean": _cmd_clean,
     "export": _cmd_export,
+    "submit": _cmd_submit,
+    "jobs": _cmd_jobs,
     "eval": _cmd_eval,
 }
 

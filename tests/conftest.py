@@ -95,8 +95,12 @@ def make_hostile_corpus(root: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def s3_server():
-    """A moto S3 server on loopback, with fsspec and boto pointed at it through the environment
-    (the same settings a user gives s3fs for any S3-compatible store)."""
+    """A moto S3 server on loopback, with s3fs pointed at it through the environment
+    (``FSSPEC_S3_ENDPOINT_URL``: the same setting a user gives s3fs for any S3-compatible store).
+
+    Not ``AWS_ENDPOINT_URL``: measured here, with it in the environment of ``ray start`` the
+    node's job agent never registers ("No available agent to submit job").
+    """
     import logging
 
     from moto.server import ThreadedMotoServer
@@ -113,7 +117,6 @@ def s3_server():
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": endpoint,
         "FSSPEC_S3_ENDPOINT_URL": endpoint,
     }
     old = {k: os.environ.get(k) for k in env}
