@@ -32,7 +32,7 @@ from audio_ops.speakers import SpeakerCheckConfig, check_speakers
 from audio_ops.vad import VadConfig
 from pipelines.config import ConfigError, StageResources, config_hash, to_dict
 from pipelines.probe import ERRORS_SCHEMA, JobSummary
-from pipelines.runtime import Progress, RaySession
+from pipelines.runtime import ErrorPolicy, Progress, RaySession
 from pipelines.sinks import (
     TableSink,
     is_local,
@@ -60,7 +60,7 @@ BASE_COLUMNS = {
     "speech_seconds",
     "sample_rate",
 }
-STEP_COLUMNS = {
+STEP_COLUMNS: dict[str, set[str]] = {
     "separate": {"separation", "accompaniment_db"},
     "enhance": {"enhancement", "snr_before_db", "snr_after_db"},
     "speaker": {"speaker_count", "overlap_ratio"},
@@ -74,7 +74,10 @@ STEP_COLUMNS = {
         "hallucination",
         "chars_per_second",
     },
-    "quality": {"snr_db", "vad_snr_db", "clipping_ratio", "bandwidth_hz", "speech_ratio"},
+    "quality": {
+        "snr_db", "vad_snr_db", "clipping_ratio", "bandwidth_hz", "speech_ratio", "squim_stoi", "squim_pesq",
+        "squim_si_sdr",
+    },
 }
 
 
@@ -547,6 +550,7 @@ def run_clean(
     address: str | None = None,
     quiet: bool = False,
     num_cpus: int | None = None,
+    policy: ErrorPolicy | None = None,
 ) -> tuple[JobSummary, Funnel]:
     """Clean a corpus into clips.
 
@@ -557,11 +561,13 @@ def run_clean(
         address: Ray address; None starts (and stops) a local Ray.
         quiet: no progress line.
         num_cpus: CPUs of a local Ray started for this job.
+        policy: when failed files abort the job (default: never).
 
     Returns:
         The summary and the funnel (``funnel.check()`` has passed).
     """
     config = config or CleanRunConfig()
+    policy = policy or ErrorPolicy()
     rules = validate(config)
     started_at, t0 = utc_now(), time.perf_counter()
     listing = list_corpus(inputs, config.extensions or None)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from audio_ops.filters import FilterError
 from pipelines.config import ConfigError, ProbeRunConfig, load_config
+from pipelines.runtime import JobAborted
 from pipelines.sources import SourceError
 
 log = logging.getLogger("voxflow")
@@ -40,6 +41,16 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help="CPUs of a local Ray started for this job (default: all)",
+    )
+    parser.add_argument(
+        "--max-error-rate",
+        type=float,
+        default=0.05,
+        metavar="R",
+        help="abort when more than this share of inputs fail, judged after 20 (default 0.05)",
+    )
+    parser.add_argument(
+        "--fail-fast", action="store_true", help="abort at the first failed input (debugging)"
     )
 
 
@@ -180,6 +191,8 @@ def _cmd_diarize(args: argparse.Namespace) -> int:
         speakers=args.speakers,
         address=args.address,
         quiet=args.quiet,
+        num_cpus=args.num_cpus,
+        policy=_policy(args),
     )
     print(summary.text())
     if summary.inputs == 0:
@@ -238,6 +251,7 @@ def _cmd_clean(args: argparse.Namespace) -> int:
         address=args.address,
         quiet=args.quiet,
         num_cpus=args.num_cpus,
+        policy=_policy(args),
     )
     print(summary.text())
     print(funnel.text())
@@ -255,6 +269,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy(args: argparse.Namespace):
+    from pipelines.runtime import ErrorPolicy
+
+    return ErrorPolicy(max_error_rate=args.max_error_rate, fail_fast=args.fail_fast)
+
+
 def _cmd_probe(args: argparse.Namespace) -> int:
     from pipelines.probe import run_probe
 
@@ -266,6 +286,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         address=args.address,
         quiet=args.quiet,
         num_cpus=args.num_cpus,
+        policy=_policy(args),
     )
     print(summary.text())
     if summary.inputs == 0:
@@ -298,6 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, SourceError, FilterError, FileNotFoundError, ValueError) as exc:
         print(f"voxflow {args.command}: {exc}", file=sys.stderr)
         return 2
+    except JobAborted as exc:
+        print(f"voxflow {args.command}: aborted: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

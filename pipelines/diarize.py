@@ -29,7 +29,7 @@ from audio_ops.errors import error_kind
 from audio_ops.linking import LinkingConfig, global_centroids, link_speakers, match_enrolled
 from pipelines.config import StageResources, config_hash, to_dict
 from pipelines.probe import ERRORS_SCHEMA, JobSummary, error_record
-from pipelines.runtime import Progress, RaySession
+from pipelines.runtime import ErrorPolicy, Progress, RaySession
 from pipelines.sinks import (
     TableSink,
     is_local,
@@ -266,6 +266,7 @@ def run_diarize(
     address: str | None = None,
     quiet: bool = False,
     num_cpus: int | None = None,
+    policy: ErrorPolicy | None = None,
 ) -> JobSummary:
     """Diarize a corpus and link its speakers across files.
 
@@ -277,11 +278,13 @@ def run_diarize(
         address: Ray address; None starts (and stops) a local Ray.
         quiet: no progress line.
         num_cpus: CPUs of a local Ray started for this job (None: all cores).
+        policy: when failures abort the job (default: never).
 
     Returns:
         The job's summary; ``ok + errors == inputs`` always.
     """
     config = config or DiarizeRunConfig()
+    policy = policy or ErrorPolicy()
     dconf = config.diarization
     started_at, t0 = utc_now(), time.perf_counter()
     listing = list_corpus(inputs, config.extensions or None)
@@ -322,6 +325,7 @@ def run_diarize(
         summary.errors += 1
         done.add(file_id)
         progress.update(1, 0.0, 1)
+        policy.record(True, f"{row['path']}: {message}")
 
     def finish_ok(file_id: str, result: dict[str, Any]) -> None:
         turns = result["turns"]
@@ -375,6 +379,7 @@ def run_diarize(
         summary.audio_seconds += result["duration"]
         done.add(file_id)
         progress.update(1, result["duration"], 0)
+        policy.record(False)
 
     if listing:
         with RaySession(address=address, num_cpus=num_cpus, quiet=quiet):

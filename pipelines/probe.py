@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from audio_ops.probe import PROBE_COLUMNS, ProbeOperator
 from pipelines.config import ProbeRunConfig, config_hash, to_dict
-from pipelines.runtime import Progress, RaySession
+from pipelines.runtime import ErrorPolicy, Progress, RaySession
 from pipelines.sinks import (
     TableSink,
     join,
@@ -119,6 +119,7 @@ def run_probe(
     address: str | None = None,
     quiet: bool = False,
     num_cpus: int | None = None,
+    policy: ErrorPolicy | None = None,
 ) -> JobSummary:
     """Inventory a corpus: one row per input file in ``out/files``, failures in ``out/errors``.
 
@@ -134,6 +135,7 @@ def run_probe(
         The job's summary; ``ok + errors == inputs`` always.
     """
     config = config or ProbeRunConfig()
+    policy = policy or ErrorPolicy()
     started_at, t0 = utc_now(), time.perf_counter()
     listing = list_corpus(inputs, config.extensions or None)
     summary = JobSummary(job="probe", out=out, inputs=len(listing))
@@ -166,6 +168,8 @@ def run_probe(
                 summary.errors += len(failed)
                 summary.audio_seconds += seconds
                 progress.update(len(rows), seconds, len(failed))
+                for r in rows:
+                    policy.record(r.get("status") != "ok", f"{r.get('path')}: {r.get('error')}")
     files.close()
     errors.close()
     progress.close()

@@ -129,3 +129,37 @@ class Progress:
         if not self.quiet and self.tty:
             self.stream.write("\r" + self.line() + "\033[K\n")
             self.stream.flush()
+
+
+class JobAborted(RuntimeError):
+    """A job stopped early under its error policy (``--fail-fast``, ``--max-error-rate``)."""
+
+
+class ErrorPolicy:
+    """When failures stop a job: ``fail_fast`` at the first failed input; otherwise when the
+    share of failed inputs exceeds ``max_error_rate`` once at least ``min_files`` are done (a
+    systemic failure — wrong credentials, a broken model — rather than a few bad files).
+
+    Args:
+        max_error_rate: largest tolerated share of failed inputs (1.0: never abort).
+        fail_fast: abort at the first failure (for debugging).
+        min_files: inputs done before the rate is judged.
+    """
+
+    def __init__(self, max_error_rate: float = 1.0, fail_fast: bool = False, min_files: int = 20):
+        if not 0 <= max_error_rate <= 1:
+            raise ValueError("max_error_rate must lie in [0, 1]")
+        self.max_error_rate, self.fail_fast, self.min_files = max_error_rate, fail_fast, min_files
+        self.done = self.failed = 0
+
+    def record(self, failed: bool, message: str = "") -> None:
+        """Count one finished input; raise :class:`JobAborted` when the policy says stop."""
+        self.done += 1
+        self.failed += int(failed)
+        if failed and self.fail_fast:
+            raise JobAborted(f"stopped at the first failure (--fail-fast): {message}")
+        if self.done >= self.min_files and self.failed / self.done > self.max_error_rate:
+            raise JobAborted(
+                f"{self.failed} of the first {self.done} inputs failed ({100 * self.failed / self.done:.0f} %), "
+                f"above --max-error-rate {100 * self.max_error_rate:.0f} %: this looks systemic; last error: {message}"
+            )

@@ -222,3 +222,29 @@ def test_cli_rejects_bad_input_clearly(tmp_path, capsys):
     bad.write_text("probe:\n  min_duraton: 1\n")
     assert main(["probe", str(tmp_path), "--out", str(tmp_path / "o"), "--config", str(bad)]) == 2
     assert "unknown key probe.min_duraton" in capsys.readouterr().err
+
+
+def test_error_policy_aborts_systemic_failures(ray_local, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for i in range(30):
+        (bad / f"{i:02d}.flac").write_bytes(b"not audio at all" * 10)
+    assert main(["probe", str(bad), "--out", str(tmp_path / "o1"), "-q", "--max-error-rate", "0.5"]) == 1
+    assert "above --max-error-rate 50 %" in capsys.readouterr().err
+    assert main(["probe", str(bad), "--out", str(tmp_path / "o2"), "-q", "--fail-fast"]) == 1
+    assert "first failure (--fail-fast)" in capsys.readouterr().err
+    assert main(["probe", str(bad), "--out", str(tmp_path / "o3"), "-q", "--max-error-rate", "1.0"]) == 0
+    assert len(pd.read_parquet(tmp_path / "o3" / "errors")) == 30
+
+
+def test_error_policy_counts():
+    from pipelines.runtime import ErrorPolicy, JobAborted
+
+    policy = ErrorPolicy(max_error_rate=0.1, min_files=10)
+    for i in range(9):
+        policy.record(i < 5)  # 5 of 9 failed, but fewer than 10 are done: not judged yet
+    with pytest.raises(JobAborted, match="6 of the first 10"):
+        policy.record(True)
+    tolerant = ErrorPolicy(max_error_rate=0.2, min_files=10)
+    for i in range(100):
+        tolerant.record(i % 10 == 0)  # 10 % failures stay under 20 %
