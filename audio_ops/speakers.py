@@ -34,7 +34,9 @@ class SpeakerCheckConfig:
     # clustering flagged 9 of the 11 single-speaker clips as multi-speaker (too few windows for
     # an eigengap); agglomerative at 0.3 found all 92 and no false alarm.
     clustering: ClusteringConfig = field(
-        default_factory=lambda: ClusteringConfig(method="agglomerative", threshold=0.3, max_speakers=4)
+        default_factory=lambda: ClusteringConfig(
+            method="agglomerative", threshold=0.3, max_speakers=4
+        )
     )
     min_windows: int = 4
 
@@ -85,20 +87,32 @@ def check_speakers(
     overlap_ratio = overlapped / speech_seconds if speech_seconds else 0.0
     if count <= 1:
         return SpeakerCheck(count, overlap_ratio, [(0.0, duration)])
-    # Runs of one speaker, joined across pauses, cut in the middle of the pause between speakers.
+    # Runs of one speaker, joined across pauses.
     runs: list[list[float]] = []
     for t in turns:
         if runs and runs[-1][2] == t.speaker:
             runs[-1][1] = t.end
         else:
             runs.append([t.start, t.end, t.speaker])
+    # Each change of speaker is cut in a pause: the middle of the nearest gap between speech
+    # regions (window votes place a change up to a window late), when one lies within 1 s.
+    gaps = (
+        [(a[1] + b[0]) / 2 for a, b in zip(speech[:-1], speech[1:], strict=True)]
+        if len(speech) > 1
+        else []
+    )
+    cuts = []
+    for previous, following in zip(runs[:-1], runs[1:], strict=True):
+        change = (previous[1] + following[0]) / 2
+        nearest = min(gaps, key=lambda g: abs(g - change), default=None)
+        cuts.append(nearest if nearest is not None and abs(nearest - change) <= 1.0 else change)
+    edges = [
+        max(0.0, runs[0][0] - clip_config.margin),
+        *cuts,
+        min(duration, runs[-1][1] + clip_config.margin),
+    ]
     parts = []
-    for i, (s, e, _) in enumerate(runs):
-        lo = (runs[i - 1][1] + s) / 2 if i else max(0.0, s - clip_config.margin)
-        hi = (
-            (e + runs[i + 1][0]) / 2 if i + 1 < len(runs) else min(duration, e + clip_config.margin)
-        )
-        lo, hi = max(lo, s - clip_config.margin), min(hi, e + clip_config.margin)
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         if clip_config.min_seconds <= hi - lo <= clip_config.max_seconds:
             parts.append((float(lo), float(hi)))
     return SpeakerCheck(count, overlap_ratio, parts)

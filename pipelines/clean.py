@@ -44,7 +44,7 @@ from pipelines.sinks import (
     write_table_atomic,
 )
 from pipelines.sources import list_corpus
-from pipelines.stages import apply_operator, resources_for
+from pipelines.stages import apply_operator, fit_to_cluster, resources_for
 
 #: Steps in the order they run; ``steps:`` in the config picks a subset.
 STEP_ORDER = ("separate", "enhance", "speaker", "transcribe", "quality")
@@ -75,7 +75,13 @@ STEP_COLUMNS: dict[str, set[str]] = {
         "chars_per_second",
     },
     "quality": {
-        "snr_db", "vad_snr_db", "clipping_ratio", "bandwidth_hz", "speech_ratio", "squim_stoi", "squim_pesq",
+        "snr_db",
+        "vad_snr_db",
+        "clipping_ratio",
+        "bandwidth_hz",
+        "speech_ratio",
+        "squim_stoi",
+        "squim_pesq",
         "squim_si_sdr",
     },
 }
@@ -583,41 +589,35 @@ def run_clean(
     seen: set[str] = set()
     if listing:
         with RaySession(address=address, num_cpus=num_cpus, quiet=quiet):
+            import ray
             import ray.data
 
             res = config.resources
+            stages: list[tuple[str, type, dict[str, Any], bool | None]] = [
+                ("segment", SegmentOperator, {"config": config}, None),
+                ("load", LoadClipOperator, {"sample_rate": config.sample_rate}, None),
+            ]
+            for step in STEP_ORDER:
+                if step in config.steps:
+                    cls, kwargs = _step_operator(step, config)
+                    stages.append((step, cls, kwargs, None))
+            stages.append(("filter", FilterWriteOperator, {"rules": rules, "out": out}, False))
+            plans = {
+                name: (
+                    resources_for(cls, res, name),
+                    getattr(cls, "uses_model", False) if actors is None else actors,
+                )
+                for name, cls, _, actors in stages
+            }
+            fitted = fit_to_cluster(plans, float(ray.cluster_resources().get("CPU", 1.0)))
             ds = ray.data.from_items(
                 [{"file_id": r["file_id"], "path": r["path"]} for r in listing],
                 override_num_blocks=min(len(listing), 1000),
             )
-            ds = apply_operator(
-                ds,
-                SegmentOperator,
-                stage="segment",
-                kwargs={"config": config},
-                resources=resources_for(SegmentOperator, res, "segment"),
-            )
-            ds = apply_operator(
-                ds,
-                LoadClipOperator,
-                stage="load",
-                kwargs={"sample_rate": config.sample_rate},
-                resources=resources_for(LoadClipOperator, res, "load"),
-            )
-            for step in STEP_ORDER:
-                if step in config.steps:
-                    cls, kwargs = _step_operator(step, config)
-                    ds = apply_operator(
-                        ds, cls, stage=step, kwargs=kwargs, resources=resources_for(cls, res, step)
-                    )
-            ds = apply_operator(
-                ds,
-                FilterWriteOperator,
-                stage="filter",
-                kwargs={"rules": rules, "out": out},
-                resources=resources_for(FilterWriteOperator, res, "filter"),
-                use_actors=False,
-            )
+            for name, cls, kwargs, actors in stages:
+                ds = apply_operator(
+                    ds, cls, stage=name, kwargs=kwargs, resources=fitted[name], use_actors=actors
+                )
             for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
                 for row in batch.to_dict(orient="records"):
                     row.pop("audio", None)

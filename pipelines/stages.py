@@ -202,3 +202,37 @@ class _TaskOperator:
             "kwargs": self.kwargs,
             "_safe": None,
         }
+
+
+def fit_to_cluster(
+    plans: dict[str, tuple[StageResources, bool]], total_cpus: float, reserve: float = 0.5
+) -> dict[str, StageResources]:
+    """Scale the CPU reservations of actor stages so that all of them, at their largest pool
+    size, fit the cluster with ``reserve`` CPUs left for the task stages.
+
+    An actor pool that cannot start its first actor stalls the whole pipeline, and pools that
+    take every CPU starve the read and load tasks (seen on 2-core machines: five model stages at
+    their declared 0.25-1 CPU each hang forever). CPUs here are scheduling tokens, so scaling them
+    down on a small machine keeps every stage running; on a large cluster nothing changes.
+
+    Args:
+        plans: stage name -> (resources, runs as actors).
+        total_cpus: CPUs of the cluster.
+        reserve: CPUs kept free for task stages.
+    """
+    demand = sum(
+        res.num_cpus * res.max_actors
+        for res, actors in plans.values()
+        if actors and not res.num_gpus
+    )
+    budget = max(total_cpus - reserve, 0.1)
+    if demand <= budget:
+        return {stage: res for stage, (res, _) in plans.items()}
+    factor = budget / demand
+    log.info("scaling actor CPU reservations by %.2f to fit %.1f CPUs", factor, total_cpus)
+    out = {}
+    for stage, (res, actors) in plans.items():
+        if actors and not res.num_gpus:
+            res = replace(res, num_cpus=max(round(res.num_cpus * factor, 3), 0.01))
+        out[stage] = res
+    return out

@@ -229,11 +229,17 @@ def test_error_policy_aborts_systemic_failures(ray_local, tmp_path, capsys):
     bad.mkdir()
     for i in range(30):
         (bad / f"{i:02d}.flac").write_bytes(b"not audio at all" * 10)
-    assert main(["probe", str(bad), "--out", str(tmp_path / "o1"), "-q", "--max-error-rate", "0.5"]) == 1
+    assert (
+        main(["probe", str(bad), "--out", str(tmp_path / "o1"), "-q", "--max-error-rate", "0.5"])
+        == 1
+    )
     assert "above --max-error-rate 50 %" in capsys.readouterr().err
     assert main(["probe", str(bad), "--out", str(tmp_path / "o2"), "-q", "--fail-fast"]) == 1
     assert "first failure (--fail-fast)" in capsys.readouterr().err
-    assert main(["probe", str(bad), "--out", str(tmp_path / "o3"), "-q", "--max-error-rate", "1.0"]) == 0
+    assert (
+        main(["probe", str(bad), "--out", str(tmp_path / "o3"), "-q", "--max-error-rate", "1.0"])
+        == 0
+    )
     assert len(pd.read_parquet(tmp_path / "o3" / "errors")) == 30
 
 
