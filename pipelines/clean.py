@@ -30,14 +30,13 @@ from audio_ops.errors import error_kind
 from audio_ops.filters import Funnel, first_failure, parse_rules
 from audio_ops.speakers import SpeakerCheckConfig, check_speakers
 from audio_ops.vad import VadConfig
-from pipelines.config import ConfigError, StageResources, config_hash, to_dict
+from pipelines.config import ConfigError, StageResources
 from pipelines.probe import ERRORS_SCHEMA, JobSummary
 from pipelines.runtime import ErrorPolicy, Progress, RaySession
 from pipelines.sinks import (
     TableSink,
     is_local,
     join,
-    package_versions,
     utc_now,
     write_bytes_atomic,
     write_run_json,
@@ -671,29 +670,17 @@ def run_clean(
     summary.wall_seconds = time.perf_counter() - t0
     write_run_json(
         out,
-        {
-            "job": "clean",
-            "inputs": list(inputs),
-            "config": to_dict(config),
-            "config_hash": config_hash(config),
-            "versions": package_versions(),
-            "started_at": started_at,
-            "ended_at": utc_now(),
-            "wall_seconds": summary.wall_seconds,
-            "counts": {
-                "inputs": summary.inputs,
-                "ok": summary.ok,
-                "errors": summary.errors,
-                "errors_by_kind": summary.errors_by_kind,
-                "audio_seconds": summary.audio_seconds,
-                "clips_kept": funnel.clips_kept,
-            },
-            "funnel": {
+        summary.run_record(
+            inputs,
+            config,
+            started_at,
+            counts={"clips_kept": funnel.clips_kept},
+            funnel={
                 "hours_in": funnel.seconds_in / 3600,
                 "hours_kept": funnel.kept / 3600,
                 "hours_dropped": {k: v / 3600 for k, v in funnel.dropped.items()},
             },
-        },
+        ),
     )
     return summary, funnel
 

@@ -27,14 +27,13 @@ import pyarrow.parquet as pq
 from audio_ops.diarization import DiarizationConfig, diarize_chunks, iter_chunks
 from audio_ops.errors import error_kind
 from audio_ops.linking import LinkingConfig, global_centroids, link_speakers, match_enrolled
-from pipelines.config import StageResources, config_hash, to_dict
+from pipelines.config import StageResources
 from pipelines.probe import ERRORS_SCHEMA, JobSummary, error_record
 from pipelines.runtime import ErrorPolicy, Progress, RaySession
 from pipelines.sinks import (
     TableSink,
     is_local,
     join,
-    package_versions,
     remove_shards,
     utc_now,
     write_run_json,
@@ -540,29 +539,19 @@ def run_diarize(
     summary.wall_seconds = time.perf_counter() - t0
     write_run_json(
         out,
-        {
-            "job": "diarize",
-            "inputs": list(inputs),
-            "speakers": speakers,
-            "config": to_dict(config),
-            "config_hash": config_hash(config),
-            "versions": package_versions(),
-            "started_at": started_at,
-            "ended_at": utc_now(),
-            "wall_seconds": summary.wall_seconds,
-            "counts": {
-                "inputs": summary.inputs,
-                "ok": summary.ok,
-                "errors": summary.errors,
-                "errors_by_kind": summary.errors_by_kind,
-                "audio_seconds": summary.audio_seconds,
+        summary.run_record(
+            inputs,
+            config,
+            started_at,
+            counts={
                 "segments": segments_written,
                 "file_speakers": len(centroid_rows),
                 "global_speakers": len(speaker_rows),
                 "enrolled_matches": len(names),
             },
-            "ray_data_stats": str(stats_text),
-        },
+            speakers=speakers,
+            ray_data_stats=str(stats_text),
+        ),
     )
     return summary
 

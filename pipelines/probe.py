@@ -65,6 +65,36 @@ class JobSummary:
     wall_seconds: float = 0.0
     errors_by_kind: dict[str, int] = field(default_factory=dict)
 
+    def run_record(
+        self,
+        inputs: list[str],
+        config: Any,
+        started_at: str,
+        counts: dict[str, Any] | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """The ``_run.json`` record every job writes: resolved config and its hash, versions, times,
+        counts (plus the job's own ``counts`` and top-level ``extra`` entries)."""
+        return {
+            "job": self.job,
+            "inputs": list(inputs),
+            "config": to_dict(config),
+            "config_hash": config_hash(config),
+            "versions": package_versions(),
+            "started_at": started_at,
+            "ended_at": utc_now(),
+            "wall_seconds": self.wall_seconds,
+            "counts": {
+                "inputs": self.inputs,
+                "ok": self.ok,
+                "errors": self.errors,
+                "errors_by_kind": self.errors_by_kind,
+                "audio_seconds": self.audio_seconds,
+                **(counts or {}),
+            },
+            **extra,
+        }
+
     def text(self) -> str:
         """The short summary a person reads at the end of a run."""
         speed = self.audio_seconds / self.wall_seconds if self.wall_seconds else 0.0
@@ -177,23 +207,8 @@ def run_probe(
     summary.wall_seconds = time.perf_counter() - t0
     write_run_json(
         out,
-        {
-            "job": "probe",
-            "inputs": list(inputs),
-            "config": to_dict(config),
-            "config_hash": config_hash(config),
-            "versions": package_versions(),
-            "started_at": started_at,
-            "ended_at": utc_now(),
-            "wall_seconds": summary.wall_seconds,
-            "counts": {
-                "inputs": summary.inputs,
-                "ok": summary.ok,
-                "errors": summary.errors,
-                "errors_by_kind": summary.errors_by_kind,
-                "audio_seconds": summary.audio_seconds,
-            },
-            "tables": {"files": files.shards, "errors": errors.shards},
-        },
+        summary.run_record(
+            inputs, config, started_at, tables={"files": files.shards, "errors": errors.shards}
+        ),
     )
     return summary
