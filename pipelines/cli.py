@@ -101,6 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(clean)
 
+    enhance = sub.add_parser(
+        "enhance", help="denoise whole files into DIR/audio/ (FLAC, mirroring input paths)"
+    )
+    _add_common(enhance)
+    enhance.add_argument(
+        "--method",
+        choices=["auto", "dfn3", "spectral_gating", "none"],
+        help="default: auto (decided per file from its SNR)",
+    )
+
     export = sub.add_parser("export", help="export a run's tables to other formats")
     export_sub = export.add_subparsers(dest="format", required=True)
     rttm = export_sub.add_parser("rttm", help="one RTTM file per input, named after its stem")
@@ -240,6 +250,26 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_enhance(args: argparse.Namespace) -> int:
+    from pipelines.enhance import EnhanceRunConfig, run_enhance
+
+    config = load_config(EnhanceRunConfig, args.config, {"enhancement.method": args.method})
+    summary = run_enhance(
+        args.inputs,
+        args.out,
+        config,
+        address=args.address,
+        quiet=args.quiet,
+        num_cpus=args.num_cpus,
+        policy=_policy(args),
+    )
+    print(summary.text())
+    if summary.inputs == 0:
+        print("voxflow enhance: no audio files found in the inputs", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _cmd_clean(args: argparse.Namespace) -> int:
     from pipelines.clean import CleanRunConfig, run_clean
 
@@ -299,6 +329,7 @@ COMMANDS = {
     "probe": _cmd_probe,
     "diarize": _cmd_diarize,
     "clean": _cmd_clean,
+    "enhance": _cmd_enhance,
     "export": _cmd_export,
     "submit": _cmd_submit,
     "jobs": _cmd_jobs,
