@@ -191,3 +191,25 @@ def test_memory_url(tmp_path):
     assert rate == 16000 and len(samples) == 8000
     with AudioReader("memory://corpus/m.flac") as reader:
         assert reader.info.format == "flac" and reader.info.bytes == len(data)
+
+
+def test_http_url_on_loopback(tmp_path):
+    """https:// and http:// go through fsspec's HTTP filesystem: range reads from a server."""
+    import functools
+    import http.server
+    import threading
+
+    write_audio(tmp_path / "talk.flac", tone(3.0, 16000, amplitude=0.3), 16000)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/talk.flac"
+        samples, rate = load_audio(url, 8000, start=1.0, end=2.0)
+        assert rate == 8000 and len(samples) == 8000
+        assert audio_info(url).duration == pytest.approx(3.0)
+        with pytest.raises(AudioNotFoundError):
+            load_audio(f"http://127.0.0.1:{server.server_address[1]}/missing.flac")
+    finally:
+        server.shutdown()
