@@ -15,6 +15,7 @@ every second of every input ends in exactly one place: kept, or dropped with a n
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections import Counter
@@ -31,7 +32,7 @@ from audio_ops.filters import Funnel, first_failure, parse_rules
 from audio_ops.speakers import SpeakerCheckConfig, check_speakers
 from audio_ops.vad import VadConfig
 from pipelines.config import ConfigError, StageResources
-from pipelines.probe import ERRORS_SCHEMA, JobSummary
+from pipelines.probe import ERRORS_SCHEMA, JobSummary, error_record
 from pipelines.runtime import ErrorPolicy, Progress, RaySession
 from pipelines.sinks import (
     TableSink,
@@ -586,6 +587,20 @@ def run_clean(
     files = TableSink(join(out, "files"), _FILES_SCHEMA)
     errors = TableSink(join(out, "errors"), ERRORS_SCHEMA)
     seen: set[str] = set()
+    account = functools.partial(
+        _account,
+        by_id=by_id,
+        funnel=funnel,
+        kept_rows=kept_rows,
+        rejected=rejected,
+        files=files,
+        errors=errors,
+        kinds=kinds,
+        summary=summary,
+        progress=progress,
+        seen=seen,
+        policy=policy,
+    )
     if listing:
         with RaySession(address=address, num_cpus=num_cpus, quiet=quiet):
             import ray
@@ -620,22 +635,10 @@ def run_clean(
             for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
                 for row in batch.to_dict(orient="records"):
                     row.pop("audio", None)
-                    _account(
-                        row,
-                        by_id,
-                        funnel,
-                        kept_rows,
-                        rejected,
-                        files,
-                        errors,
-                        kinds,
-                        summary,
-                        progress,
-                        seen,
-                    )
+                    account(row)
     for file_id in by_id:
         if file_id not in seen:
-            _account(
+            account(
                 {
                     "file_id": file_id,
                     "path": by_id[file_id]["path"],
@@ -646,17 +649,7 @@ def run_clean(
                     "error_stage": "pipeline",
                     "seconds": 0.0,
                     "duration": 0.0,
-                },
-                by_id,
-                funnel,
-                kept_rows,
-                rejected,
-                files,
-                errors,
-                kinds,
-                summary,
-                progress,
-                seen,
+                }
             )
     funnel.check()
     kept_rows.sort(key=lambda r: r["clip_id"])
@@ -686,7 +679,19 @@ def run_clean(
 
 
 def _account(
-    row, by_id, funnel, kept_rows, rejected, files, errors, kinds, summary, progress, seen
+    row,
+    *,
+    by_id,
+    funnel,
+    kept_rows,
+    rejected,
+    files,
+    errors,
+    kinds,
+    summary,
+    progress,
+    seen,
+    policy,
 ) -> None:
     """Route one result row: a file summary, a kept clip, or a dropped span with its reason."""
     file_id = row["file_id"]
@@ -720,14 +725,9 @@ def _account(
         if failed:
             errors.add(
                 [
-                    {
-                        "path": listing["path"],
-                        "file_id": file_id,
-                        "rel_path": listing.get("rel_path"),
-                        "stage": row.get("error_stage"),
-                        "error_kind": row.get("error_kind"),
-                        "error": row.get("error"),
-                    }
+                    error_record(
+                        {**row, "path": listing["path"], "rel_path": listing.get("rel_path")}
+                    )
                 ]
             )
             kinds[row.get("error_kind") or "error"] += 1
@@ -736,6 +736,7 @@ def _account(
             summary.ok += 1
             summary.audio_seconds += duration
         progress.update(1, 0.0 if failed else duration, int(failed))
+        policy.record(failed, f"{listing['path']}: {row.get('error')}")
         return
     record = {k: v for k, v in row.items() if k not in _DROP}
     record["clip_id"] = clip_id(file_id, float(row.get("start") or 0.0))

@@ -13,6 +13,7 @@ slashes and drive-like prefixes are dropped, and the result must stay inside ``O
 
 from __future__ import annotations
 
+import itertools
 import os
 import posixpath
 import shutil
@@ -119,7 +120,7 @@ class EnhanceFilesOperator:
             first = next(blocks, None)
             if first is None:
                 raise ValueError("no audio decoded")
-            snr = estimate_snr_db(to_mono(first), rate)
+            snr = estimate_snr_db(to_mono(first), rate, config.gate_noise_quantile)
             method = self.enhancer.choose(snr)
             stream = (
                 DFN3Stream(rate, config.atten_lim_db, config.dfn3_model, config.dfn3_sha256)
@@ -131,7 +132,7 @@ class EnhanceFilesOperator:
             frames = 0
             try:
                 with sf.SoundFile(tmp, "w", rate, 1, format="FLAC", subtype="PCM_16") as sink:
-                    for block in _chain(first, blocks):
+                    for block in itertools.chain([first], blocks):
                         check_finite(block, path)
                         mono = to_mono(block).astype(np.float32)
                         if method == "dfn3":
@@ -176,11 +177,6 @@ class EnhanceFilesOperator:
             out[key] = np.array([r[key] for r in rows], dtype=np.float64)
         out["sample_rate"] = np.array([r["sample_rate"] for r in rows], dtype=np.int64)
         return out
-
-
-def _chain(first: np.ndarray, rest):
-    yield first
-    yield from rest
 
 
 def _publish(tmp: str, target: str) -> None:

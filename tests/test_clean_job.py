@@ -156,3 +156,14 @@ def test_config_round_trip():
     assert config.clips.max_seconds == 20.0
     with pytest.raises(ConfigError):
         load_config(CleanRunConfig, None, {"sample_rate": 12345})
+
+
+def test_clean_applies_the_error_policy(ray_local, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for i in range(3):
+        (bad / f"{i}.flac").write_bytes(b"not audio" * 50)
+    config = tmp_path / "c.yaml"
+    config.write_text("steps: [quality]\n")
+    assert main(["clean", str(bad), "--out", str(tmp_path / "o"), "--config", str(config), "-q", "--fail-fast"]) == 1
+    assert "first failure (--fail-fast)" in capsys.readouterr().err
