@@ -204,11 +204,7 @@ def _cmd_diarize(args: argparse.Namespace) -> int:
         num_cpus=args.num_cpus,
         policy=_policy(args),
     )
-    print(summary.text())
-    if summary.inputs == 0:
-        print("voxflow diarize: no audio files found in the inputs", file=sys.stderr)
-        return 2
-    return 0
+    return _finish(summary)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -263,11 +259,7 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
         num_cpus=args.num_cpus,
         policy=_policy(args),
     )
-    print(summary.text())
-    if summary.inputs == 0:
-        print("voxflow enhance: no audio files found in the inputs", file=sys.stderr)
-        return 2
-    return 0
+    return _finish(summary)
 
 
 def _cmd_clean(args: argparse.Namespace) -> int:
@@ -283,12 +275,7 @@ def _cmd_clean(args: argparse.Namespace) -> int:
         num_cpus=args.num_cpus,
         policy=_policy(args),
     )
-    print(summary.text())
-    print(funnel.text())
-    if summary.inputs == 0:
-        print("voxflow clean: no audio files found in the inputs", file=sys.stderr)
-        return 2
-    return 0
+    return _finish(summary, funnel.text())
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -296,6 +283,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     report = evaluate_run(args.ref, args.hyp, json_path=args.json)
     print(report.text())
+    return 0
+
+
+def _finish(summary, *extra: str) -> int:
+    """Print a job's summary; exit code 2 when its inputs held no audio file."""
+    print(summary.text())
+    for text in extra:
+        print(text)
+    if summary.inputs == 0:
+        print(f"voxflow {summary.job}: no audio files found in the inputs", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -318,11 +316,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         num_cpus=args.num_cpus,
         policy=_policy(args),
     )
-    print(summary.text())
-    if summary.inputs == 0:
-        print("voxflow probe: no audio files found in the inputs", file=sys.stderr)
-        return 2
-    return 0
+    return _finish(summary)
 
 
 COMMANDS = {
