@@ -54,6 +54,20 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_resume(parser: argparse.ArgumentParser) -> None:
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip inputs an earlier run with the same config committed in DIR (the default)",
+    )
+    mode.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete a previous run's outputs in DIR and start again (required when the config changed)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -94,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     diarize.add_argument(
         "--embeddings", action="store_true", help="also write window-level embeddings/"
     )
+    _add_resume(diarize)
 
     clean = sub.add_parser(
         "clean",
@@ -203,6 +218,7 @@ def _cmd_diarize(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         num_cpus=args.num_cpus,
         policy=_policy(args),
+        overwrite=args.overwrite,
     )
     return _finish(summary)
 

@@ -15,8 +15,10 @@ back file by file (no all-to-all barrier), which keeps the progress line live.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +31,7 @@ from audio_ops.errors import error_kind
 from audio_ops.linking import LinkingConfig, global_centroids, link_speakers, match_enrolled
 from pipelines.config import StageResources
 from pipelines.probe import ERRORS_SCHEMA, JobSummary, error_record
+from pipelines.resume import RunState, ShardStore, open_run
 from pipelines.runtime import ErrorPolicy, Progress, RaySession
 from pipelines.sinks import (
     TableSink,
@@ -54,6 +57,8 @@ class DiarizeRunConfig:
         extensions: audio extensions a directory listing picks up (empty: all decodable).
         write_embeddings: also write window-level embeddings to ``embeddings/``.
         max_inflight_files: files being clustered at once (bounds driver memory).
+        commit_files: finished files per committed shard (resume granularity) ...
+        commit_seconds: ... or commit when the oldest uncommitted file waited this long.
     """
 
     diarization: DiarizationConfig = field(default_factory=DiarizationConfig)
@@ -62,6 +67,8 @@ class DiarizeRunConfig:
     extensions: tuple[str, ...] = ()
     write_embeddings: bool = False
     max_inflight_files: int = 32
+    commit_files: int = 64
+    commit_seconds: float = 30.0
 
 
 FILES_FIELDS = [
@@ -256,6 +263,19 @@ def _load_enrolled(path: str, config: DiarizationConfig) -> tuple[list[str], np.
     return names, np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)
 
 
+CENTROIDS_SCHEMA = pa.schema(
+    [
+        ("file_id", pa.string()),
+        ("speaker_index", pa.int64()),
+        ("speech_seconds", pa.float64()),
+        ("centroid", pa.list_(pa.float32())),
+    ]
+)
+
+#: What ``voxflow diarize`` writes in its output folder (``--overwrite`` deletes these only).
+OUTPUTS = ("files", "errors", "segments", "speakers", "embeddings", "_staging")
+
+
 def run_diarize(
     inputs: list[str],
     out: str,
@@ -266,8 +286,12 @@ def run_diarize(
     quiet: bool = False,
     num_cpus: int | None = None,
     policy: ErrorPolicy | None = None,
+    overwrite: bool = False,
 ) -> JobSummary:
     """Diarize a corpus and link its speakers across files.
+
+    Finished files are committed in shards as they complete (see :mod:`pipelines.resume`), so a
+    run that is cut off resumes where it stopped when run again with the same config.
 
     Args:
         inputs: directories, globs, files or manifests.
@@ -278,6 +302,8 @@ def run_diarize(
         quiet: no progress line.
         num_cpus: CPUs of a local Ray started for this job (None: all cores).
         policy: when failures abort the job (default: never).
+        overwrite: replace the outputs of a previous run with another config in ``out``
+            (otherwise refused).
 
     Returns:
         The job's summary; ``ok + errors == inputs`` always.
@@ -297,32 +323,31 @@ def run_diarize(
     base = _listing_schema(listing)
     listing_fields = [f for f in base if f.name in listing[0]] if listing else list(base)[:4]
     files_schema = pa.schema(listing_fields + [pa.field(n, t) for n, t in FILES_FIELDS])
-    files = TableSink(join(out, "files"), files_schema)
-    errors = TableSink(join(out, "errors"), ERRORS_SCHEMA)
-    staging = join(out, "_staging")
-    staged = TableSink(join(staging, "segments"), SEGMENTS_SCHEMA)
-    window_sink = (
-        TableSink(join(out, "embeddings"), EMBEDDINGS_SCHEMA) if config.write_embeddings else None
-    )
-    if not config.write_embeddings:
-        remove_shards(join(out, "embeddings"))
-    summary = JobSummary(job="diarize", out=out, inputs=len(listing))
-    kinds: Counter[str] = Counter()
-    progress = Progress("diarize", len(listing), quiet=quiet)
-    centroid_rows: list[
-        tuple[str, int, np.ndarray, float]
-    ] = []  # (file_id, local, centroid, seconds)
-    done: set[str] = set()
+    schemas = {"files": files_schema, "segments": SEGMENTS_SCHEMA, "centroids": CENTROIDS_SCHEMA}
+    if config.write_embeddings:
+        schemas["embeddings"] = EMBEDDINGS_SCHEMA
+    store = ShardStore(out, schemas, config.commit_files, config.commit_seconds)
+    state = open_run(out, "diarize", config, store, overwrite=overwrite, owned=OUTPUTS)
+    if state.finished(by_id):
+        return _already_done(state, out, len(listing), quiet)
+    todo = [row for row in listing if row["file_id"] not in state.committed]
+    skipped = len(listing) - len(todo)
+    if skipped and not quiet:
+        print(
+            f"voxflow diarize: resuming: {skipped} of {len(listing)} inputs were committed by an "
+            f"earlier run; {len(todo)} to go",
+            file=sys.stderr,
+        )
+    state.mark_running(started_at)
+    new = JobSummary(job="diarize", out=out, inputs=len(todo))
+    progress = Progress("diarize", len(todo), quiet=quiet)
     stats_text = ""
 
     def finish_error(file_id: str, kind: str, message: str, stage: str) -> None:
         row = dict(by_id[file_id])
         row.update(status="error", error_kind=kind, error=message, error_stage=stage)
-        files.add([row])
-        errors.add([error_record(row)])
-        kinds[kind] += 1
-        summary.errors += 1
-        done.add(file_id)
+        store.add(file_id, {"files": [row]})
+        new.errors += 1
         progress.update(1, 0.0, 1)
         policy.record(True, f"{row['path']}: {message}")
 
@@ -340,26 +365,35 @@ def run_diarize(
             error="",
             error_stage="",
         )
-        files.add([row])
-        staged.add(
-            {
-                "file_id": file_id,
-                "path": row["path"],
-                "start": s,
-                "end": e,
-                "duration": e - s,
-                "speaker": local_label(k),
-                "speaker_global": None,
-                "confidence": c,
-                "overlap": o,
-            }
-            for s, e, k, c, o in turns
-        )
-        for k, centroid in enumerate(result["centroids"]):
-            centroid_rows.append((file_id, k, centroid, float(result["speech_seconds"][k])))
-        if window_sink is not None and len(result.get("window_starts", [])):
+        rows: dict[str, list[dict[str, Any]]] = {
+            "files": [row],
+            "segments": [
+                {
+                    "file_id": file_id,
+                    "path": row["path"],
+                    "start": s,
+                    "end": e,
+                    "duration": e - s,
+                    "speaker": local_label(k),
+                    "speaker_global": None,
+                    "confidence": c,
+                    "overlap": o,
+                }
+                for s, e, k, c, o in turns
+            ],
+            "centroids": [
+                {
+                    "file_id": file_id,
+                    "speaker_index": k,
+                    "speech_seconds": float(result["speech_seconds"][k]),
+                    "centroid": np.asarray(centroid, np.float32).tolist(),
+                }
+                for k, centroid in enumerate(result["centroids"])
+            ],
+        }
+        if config.write_embeddings and len(result.get("window_starts", [])):
             w = dconf.embedding.window
-            window_sink.add(
+            rows["embeddings"] = [
                 {
                     "file_id": file_id,
                     "start": float(s),
@@ -373,122 +407,217 @@ def run_diarize(
                     result["window_embeddings"],
                     strict=True,
                 )
-            )
-        summary.ok += 1
-        summary.audio_seconds += result["duration"]
-        done.add(file_id)
+            ]
+        store.add(file_id, rows)
+        new.ok += 1
+        new.audio_seconds += result["duration"]
         progress.update(1, result["duration"], 0)
         policy.record(False)
 
-    if listing:
+    done: set[str] = set()
+    if todo:
         with RaySession(address=address, num_cpus=num_cpus, quiet=quiet):
-            import ray
-            import ray.data
-
-            res = config.resources
-            decode = res.get("decode", StageResources(num_cpus=0.25, batch_size=1))
-            cluster = res.get("cluster", StageResources(num_cpus=0.25))
-            task = ray.remote(num_cpus=cluster.num_cpus, max_retries=2)(diarize_file_task)
-            ds = ray.data.from_items(
-                [{"file_id": r["file_id"], "path": r["path"]} for r in listing],
-                override_num_blocks=min(len(listing), 1000),
-            )
-            ds = ds.map_batches(
-                ChunkFiles(dconf),
-                batch_size=decode.batch_size,
-                num_cpus=decode.num_cpus,
-                batch_format="numpy",
-            )
-            from audio_ops.diarization import EmbeddingOperator, SpeechOperator
-
-            speech_res = resources_for(SpeechOperator, res, "speech")
-            embed_res = resources_for(EmbeddingOperator, res, "embedding")
-            ds = apply_operator(
-                ds,
-                SpeechOperator,
-                stage="speech",
-                resources=speech_res,
-                kwargs={"config": dconf, "threads": max(1, int(speech_res.num_cpus))},
-            )
-            ds = apply_operator(
-                ds,
-                EmbeddingOperator,
-                stage="embedding",
-                resources=embed_res,
-                kwargs={"config": dconf, "threads": max(1, int(embed_res.num_cpus))},
-            )
-            assembler = _FileAssembler()
-            inflight: dict[Any, str] = {}
-
-            def collect(block: bool) -> None:
-                if not inflight:
-                    return
-                ready, _ = ray.wait(
-                    list(inflight),
-                    num_returns=1 if block else len(inflight),
-                    timeout=None if block else 0,
-                )
-                for ref in ready:
-                    file_id = inflight.pop(ref)
-                    try:
-                        finish_ok(file_id, ray.get(ref))
-                    except Exception as exc:  # clustering failed for this file only
-                        cause = getattr(exc, "cause", None) or exc
-                        finish_error(file_id, error_kind(cause), str(cause), "cluster")
-
-            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                for row in batch.to_pylist():
-                    complete = assembler.add(row)
-                    if complete is None:
-                        continue
-                    failed = [r for r in complete if r["status"] != "ok"]
-                    file_id = row["file_id"]
-                    if failed:
-                        first = min(failed, key=lambda r: r["chunk_index"])
-                        finish_error(
-                            file_id,
-                            first["error_kind"] or "error",
-                            first["error"],
-                            first["error_stage"] or "decode",
-                        )
-                        continue
-                    while len(inflight) >= config.max_inflight_files:
-                        collect(block=True)
-                    slim = [
-                        {
-                            k: r[k]
-                            for k in (
-                                "chunk_index",
-                                "chunk_start",
-                                "num_samples",
-                                "regions",
-                                "window_starts",
-                                "embeddings",
-                            )
-                        }
-                        for r in complete
-                    ]
-                    inflight[task.remote(slim, dconf, config.write_embeddings)] = file_id
-                collect(block=False)
-            while inflight:
-                collect(block=True)
-            try:
-                stats_text = ds.stats()
-            except Exception:  # stats are a nicety
-                stats_text = ""
-    for file_id in by_id:
-        if file_id not in done:  # never silently lost
+            stats_text = _run_pipeline(todo, config, finish_ok, finish_error, done)
+    for row in todo:
+        if row["file_id"] not in done:  # never silently lost
             finish_error(
-                file_id, "lost", "the pipeline returned no result for this file", "pipeline"
+                row["file_id"], "lost", "the pipeline returned no result for this file", "pipeline"
             )
+    store.flush()
+    progress.close()
+    summary, counts = _finalise(out, store, by_id, config, enrolled_names, enrolled)
+    summary.skipped = skipped
+    summary.wall_seconds = time.perf_counter() - t0
+    write_run_json(
+        out,
+        {
+            **summary.run_record(
+                inputs,
+                config,
+                started_at,
+                counts={**counts, "skipped_committed": skipped},
+                speakers=speakers,
+                ray_data_stats=str(stats_text),
+            ),
+            "status": "complete",
+        },
+    )
+    return summary
+
+
+def _already_done(state: RunState, out: str, inputs: int, quiet: bool) -> JobSummary:
+    """The summary of a finished run found in ``out`` (nothing is run and nothing written)."""
+    counts = (state.previous or {}).get("counts", {})
+    if not quiet:
+        print(
+            f"voxflow diarize: all {inputs} inputs were committed by a finished run with the same "
+            "config; nothing to do (--overwrite runs it again)",
+            file=sys.stderr,
+        )
+    return JobSummary(
+        job="diarize",
+        out=out,
+        inputs=inputs,
+        ok=int(counts.get("ok", 0)),
+        errors=int(counts.get("errors", 0)),
+        audio_seconds=float(counts.get("audio_seconds", 0.0)),
+        errors_by_kind=dict(counts.get("errors_by_kind", {})),
+        skipped=inputs,
+    )
+
+
+def _run_pipeline(todo, config, finish_ok, finish_error, done: set[str]) -> str:
+    """Stream ``todo`` through decode, speech and embedding stages and per-file clustering tasks;
+    each finished file goes to ``finish_ok`` or ``finish_error`` and into ``done``. Returns Ray
+    Data's stats text."""
+    import ray
+    import ray.data
+
+    from audio_ops.diarization import EmbeddingOperator, SpeechOperator
+
+    dconf = config.diarization
+    res = config.resources
+    decode = res.get("decode", StageResources(num_cpus=0.25, batch_size=1))
+    cluster = res.get("cluster", StageResources(num_cpus=0.25))
+    task = ray.remote(num_cpus=cluster.num_cpus, max_retries=2)(diarize_file_task)
+    ds = ray.data.from_items(
+        [{"file_id": r["file_id"], "path": r["path"]} for r in todo],
+        override_num_blocks=min(len(todo), 1000),
+    )
+    ds = ds.map_batches(
+        ChunkFiles(dconf),
+        batch_size=decode.batch_size,
+        num_cpus=decode.num_cpus,
+        batch_format="numpy",
+    )
+    speech_res = resources_for(SpeechOperator, res, "speech")
+    embed_res = resources_for(EmbeddingOperator, res, "embedding")
+    ds = apply_operator(
+        ds,
+        SpeechOperator,
+        stage="speech",
+        resources=speech_res,
+        kwargs={"config": dconf, "threads": max(1, int(speech_res.num_cpus))},
+    )
+    ds = apply_operator(
+        ds,
+        EmbeddingOperator,
+        stage="embedding",
+        resources=embed_res,
+        kwargs={"config": dconf, "threads": max(1, int(embed_res.num_cpus))},
+    )
+    assembler = _FileAssembler()
+    inflight: dict[Any, str] = {}
+
+    def collect(block: bool) -> None:
+        if not inflight:
+            return
+        ready, _ = ray.wait(
+            list(inflight),
+            num_returns=1 if block else len(inflight),
+            timeout=None if block else 0,
+        )
+        for ref in ready:
+            file_id = inflight.pop(ref)
+            done.add(file_id)
+            try:
+                result = ray.get(ref)
+            except Exception as exc:  # clustering failed for this file only
+                cause = getattr(exc, "cause", None) or exc
+                finish_error(file_id, error_kind(cause), str(cause), "cluster")
+            else:
+                finish_ok(file_id, result)
+
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for row in batch.to_pylist():
+            complete = assembler.add(row)
+            if complete is None:
+                continue
+            failed = [r for r in complete if r["status"] != "ok"]
+            file_id = row["file_id"]
+            if failed:
+                first = min(failed, key=lambda r: r["chunk_index"])
+                done.add(file_id)
+                finish_error(
+                    file_id,
+                    first["error_kind"] or "error",
+                    first["error"],
+                    first["error_stage"] or "decode",
+                )
+                continue
+            while len(inflight) >= config.max_inflight_files:
+                collect(block=True)
+            slim = [
+                {
+                    k: r[k]
+                    for k in (
+                        "chunk_index",
+                        "chunk_start",
+                        "num_samples",
+                        "regions",
+                        "window_starts",
+                        "embeddings",
+                    )
+                }
+                for r in complete
+            ]
+            inflight[task.remote(slim, dconf, config.write_embeddings)] = file_id
+        collect(block=False)
+    while inflight:
+        collect(block=True)
+    try:
+        return str(ds.stats())
+    except Exception:  # stats are a nicety
+        return ""
+
+
+def _finalise(
+    out: str,
+    store: ShardStore,
+    by_id: dict[str, dict[str, Any]],
+    config: DiarizeRunConfig,
+    enrolled_names: list[str],
+    enrolled: np.ndarray,
+) -> tuple[JobSummary, dict[str, Any]]:
+    """Rebuild the run's tables from every committed shard (this run's and earlier ones'), for the
+    inputs listed now: ``files/``, ``errors/``, global linking, ``speakers/``, ``segments/`` and
+    ``embeddings/``. Returns the whole run's summary and its table counts."""
+    summary = JobSummary(job="diarize", out=out, inputs=len(by_id))
+    kinds: Counter[str] = Counter()
+    files = TableSink(join(out, "files"), store.schemas["files"])
+    errors = TableSink(join(out, "errors"), ERRORS_SCHEMA)
+    seen: set[str] = set()
+    for table in store.read("files"):
+        for row in table.to_pylist():
+            file_id = row["file_id"]
+            if file_id not in by_id or file_id in seen:
+                continue
+            seen.add(file_id)
+            files.add([row])
+            if row["status"] == "ok":
+                summary.ok += 1
+                summary.audio_seconds += float(row["duration"] or 0.0)
+            else:
+                errors.add([error_record(row)])
+                kinds[row["error_kind"] or "error"] += 1
+                summary.errors += 1
     files.close()
     errors.close()
-    staged.close()
-    if window_sink is not None:
-        window_sink.close()
-    progress.close()
+    summary.errors_by_kind = dict(kinds)
 
     # Global linking: deterministic order (file_id, local speaker).
+    centroid_rows: list[tuple[str, int, np.ndarray, float]] = []
+    for table in store.read("centroids"):
+        for row in table.to_pylist():
+            if row["file_id"] in seen:
+                centroid_rows.append(
+                    (
+                        row["file_id"],
+                        int(row["speaker_index"]),
+                        np.asarray(row["centroid"], np.float32),
+                        float(row["speech_seconds"]),
+                    )
+                )
     centroid_rows.sort(key=lambda r: (r[0], r[1]))
     dim = int(centroid_rows[0][2].shape[0]) if centroid_rows else 0
     if centroid_rows:
@@ -498,12 +627,7 @@ def run_diarize(
         labels = link_speakers(matrix, seconds, file_index, config.linking)
         gcent = global_centroids(matrix, seconds, labels)
     else:
-        matrix, seconds, labels, gcent = (
-            np.zeros((0, 0)),
-            np.zeros(0),
-            np.zeros(0, np.int64),
-            np.zeros((0, 0)),
-        )
+        seconds, labels, gcent = np.zeros(0), np.zeros(0, np.int64), np.zeros((0, 0))
     mapping = {
         (r[0], local_label(r[1])): global_label(int(g))
         for r, g in zip(centroid_rows, labels, strict=True)
@@ -532,38 +656,40 @@ def run_diarize(
     speakers_sink = TableSink(join(out, "speakers"), _speakers_schema(dim))
     speakers_sink.add(speaker_rows)
     speakers_sink.close()
-    segments_written = _finalise_segments(staged.shards, join(out, "segments"), mapping)
-    _remove_staging(staging)
-
-    summary.errors_by_kind = dict(kinds)
-    summary.wall_seconds = time.perf_counter() - t0
-    write_run_json(
-        out,
-        summary.run_record(
-            inputs,
-            config,
-            started_at,
-            counts={
-                "segments": segments_written,
-                "file_speakers": len(centroid_rows),
-                "global_speakers": len(speaker_rows),
-                "enrolled_matches": len(names),
-            },
-            speakers=speakers,
-            ray_data_stats=str(stats_text),
-        ),
+    segments_written = _finalise_segments(
+        store.read("segments"), join(out, "segments"), mapping, seen
     )
-    return summary
+    if config.write_embeddings:
+        windows = TableSink(join(out, "embeddings"), EMBEDDINGS_SCHEMA)
+        for table in store.read("embeddings"):
+            windows.add(r for r in table.to_pylist() if r["file_id"] in seen)
+        windows.close()
+    else:
+        remove_shards(join(out, "embeddings"))
+    _remove_staging(join(out, "_staging"))  # left by versions before shards
+    counts = {
+        "segments": segments_written,
+        "file_speakers": len(centroid_rows),
+        "global_speakers": len(speaker_rows),
+        "enrolled_matches": len(names),
+    }
+    return summary, counts
 
 
 def _finalise_segments(
-    staged_shards: list[str], directory: str, mapping: dict[tuple[str, str], str]
+    shards: Iterator[pa.Table],
+    directory: str,
+    mapping: dict[tuple[str, str], str],
+    keep: set[str],
 ) -> int:
-    """Rewrite staged segment shards with ``speaker_global`` filled in, one shard at a time."""
+    """Write committed segment shards to ``directory`` with ``speaker_global`` filled in, one
+    shard at a time, sorted by (file, start) inside each; rows of files not in ``keep`` are
+    left out."""
     remove_shards(directory)
-    written = 0
-    for i, shard in enumerate(staged_shards):
-        table = _read_parquet(shard)
+    written = parts = 0
+    for table in shards:
+        mask = pa.array([f in keep for f in table.column("file_id").to_pylist()], type=pa.bool_())
+        table = table.filter(mask).sort_by([("file_id", "ascending"), ("start", "ascending")])
         keys = zip(
             table.column("file_id").to_pylist(), table.column("speaker").to_pylist(), strict=True
         )
@@ -571,8 +697,11 @@ def _finalise_segments(
         table = table.set_column(
             table.schema.get_field_index("speaker_global"), "speaker_global", globals_
         )
-        write_table_atomic(join(directory, f"part-{i:05d}.parquet"), table)
+        write_table_atomic(join(directory, f"part-{parts:05d}.parquet"), table)
         written += table.num_rows
+        parts += 1
+    if not parts:  # readers still find the schema
+        write_table_atomic(join(directory, "part-00000.parquet"), SEGMENTS_SCHEMA.empty_table())
     return written
 
 

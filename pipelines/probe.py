@@ -54,6 +54,7 @@ class JobSummary:
         audio_seconds: audio processed (ok files).
         wall_seconds: the job's wall time.
         errors_by_kind: error counts by ``error_kind``.
+        skipped: inputs an earlier run of the same config had committed (resumed, not rerun).
     """
 
     job: str
@@ -64,6 +65,7 @@ class JobSummary:
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
     errors_by_kind: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0
 
     def run_record(
         self,
@@ -103,6 +105,8 @@ class JobSummary:
             f"{self.audio_seconds / 3600:.3f} h of audio in {self.wall_seconds:.1f}s "
             f"({speed:.1f}x real time)",
         ]
+        if self.skipped:
+            lines.append(f"  resumed: {self.skipped} inputs were committed by an earlier run")
         for kind, count in sorted(self.errors_by_kind.items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"  errors: {count} {kind}")
         lines.append(f"  output: {self.out}")

@@ -1,0 +1,263 @@
+"""Resume: per-shard atomic commits of finished inputs, and the guard that keeps runs apart.
+
+A job's driver gathers the rows of every finished input (its ``files`` row, its segments, its
+centroids...) and commits them in shards under ``OUT/_shards/<table>/``. A shard holds the rows of
+a group of whole inputs; each of its tables is written under a temporary name and renamed, and the
+``files`` table (the marker) is written last, so a shard counts as committed exactly when its
+marker exists. Shard names are derived from the file ids they hold, so a re-run that commits the
+same inputs writes the same names.
+
+When a job starts, :func:`open_run` reads ``OUT/_run.json``:
+
+- same job, same config hash: resume. Committed inputs are skipped (and said so); orphans of a
+  shard that was cut off (tables written before the marker) and temporary files are removed.
+- another config: refused with a message naming both hashes, unless ``overwrite``, which deletes
+  the previous run's outputs first.
+- a finished run whose inputs are all committed: nothing to do, and nothing is written.
+
+The final tables (``files/``, ``segments/``...) are rebuilt from the shards at the end of a run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.config import ConfigError, config_hash
+from pipelines.sinks import (
+    _fs,
+    is_local,
+    join,
+    normalize_uri,
+    read_run_json,
+    utc_now,
+    write_run_json,
+    write_table_atomic,
+)
+
+SHARDS_DIR = "_shards"
+#: The table whose presence marks a shard as committed.
+MARKER = "files"
+
+
+def _list(directory: str) -> list[str]:
+    """Names (not paths) of the entries of ``directory``; empty when it does not exist."""
+    if is_local(directory):
+        path = normalize_uri(directory)
+        return sorted(os.listdir(path)) if os.path.isdir(path) else []
+    fs, path = _fs(directory)
+    if not fs.exists(path):
+        return []
+    return sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
+
+
+def _remove(url: str, recursive: bool = False) -> None:
+    if is_local(url):
+        path = normalize_uri(url)
+        if os.path.isdir(path):
+            import shutil
+
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+        return
+    fs, path = _fs(url)
+    if fs.exists(path):
+        fs.rm(path, recursive=recursive)
+
+
+def read_table(url: str) -> pa.Table:
+    """One Parquet file, local or URL."""
+    if is_local(url):
+        return pq.read_table(normalize_uri(url))
+    fs, path = _fs(url)
+    return pq.read_table(path, filesystem=fs)
+
+
+def shard_name(file_ids: Iterable[str]) -> str:
+    """The deterministic name of the shard holding ``file_ids``."""
+    digest = hashlib.sha256("\n".join(sorted(file_ids)).encode("utf-8")).hexdigest()
+    return f"shard-{digest[:20]}.parquet"
+
+
+class ShardStore:
+    """Buffers finished inputs' rows and commits them as shards of whole inputs.
+
+    Args:
+        out: the run's output folder.
+        schemas: table name -> Arrow schema; must include ``files`` (the marker).
+        files_per_shard: commit after this many finished inputs ...
+        seconds_per_shard: ... or when the oldest uncommitted input waited this long.
+    """
+
+    def __init__(
+        self,
+        out: str,
+        schemas: dict[str, pa.Schema],
+        files_per_shard: int = 64,
+        seconds_per_shard: float = 30.0,
+    ):
+        if MARKER not in schemas:
+            raise ValueError(f"a shard store needs a {MARKER!r} table")
+        self.root = join(out, SHARDS_DIR)
+        self.schemas = schemas
+        self.files_per_shard = max(1, files_per_shard)
+        self.seconds_per_shard = seconds_per_shard
+        self._ids: list[str] = []
+        self._rows: dict[str, list[dict[str, Any]]] = {name: [] for name in schemas}
+        self._oldest = 0.0
+        self.committed_shards = 0
+
+    # -- reading what earlier runs committed -------------------------------------------------
+    def committed(self) -> list[str]:
+        """Names of the committed shards (their marker exists), after removing leftovers: temporary
+        files and the tables of shards whose marker was never written."""
+        names = [n for n in _list(join(self.root, MARKER)) if ".tmp-" not in n]
+        keep = set(names)
+        for table in self.schemas:
+            for name in _list(join(self.root, table)):
+                if ".tmp-" in name or (table != MARKER and name not in keep):
+                    _remove(join(self.root, table, name))
+        return names
+
+    def committed_ids(self) -> set[str]:
+        """File ids of every committed input."""
+        ids: set[str] = set()
+        for name in self.committed():
+            ids.update(read_table(join(self.root, MARKER, name)).column("file_id").to_pylist())
+        return ids
+
+    def read(self, table: str) -> Iterator[pa.Table]:
+        """The committed shards of ``table``, one Arrow table each, in name order (a shard whose
+        table is absent, because that table was optional then, is skipped)."""
+        present = set(_list(join(self.root, table)))
+        for name in self.committed():
+            if name in present:
+                yield read_table(join(self.root, table, name))
+
+    # -- committing ---------------------------------------------------------------------------
+    def add(self, file_id: str, rows: dict[str, list[dict[str, Any]]]) -> bool:
+        """Buffer one finished input's rows (``rows[MARKER]`` is its ``files`` row); commits a
+        shard when one is due and returns whether it did."""
+        if not self._ids:
+            self._oldest = time.monotonic()
+        self._ids.append(file_id)
+        for name, table_rows in rows.items():
+            self._rows[name].extend(table_rows)
+        due = len(self._ids) >= self.files_per_shard or (
+            time.monotonic() - self._oldest >= self.seconds_per_shard
+        )
+        if due:
+            self.flush()
+        return due
+
+    def flush(self) -> None:
+        """Commit the buffered inputs as one shard: every table first, the marker last."""
+        if not self._ids:
+            return
+        name = shard_name(self._ids)
+        for table in sorted(self.schemas, key=lambda t: t == MARKER):
+            schema = self.schemas[table]
+            rows = self._rows[table]
+            data = pa.Table.from_pylist(
+                [{k: row.get(k) for k in schema.names} for row in rows], schema=schema
+            )
+            write_table_atomic(join(self.root, table, name), data)
+        self._ids = []
+        self._rows = {table: [] for table in self.schemas}
+        self.committed_shards += 1
+
+    def remove_all(self) -> None:
+        """Delete every shard (after an ``overwrite``)."""
+        _remove(self.root, recursive=True)
+
+
+@dataclass
+class RunState:
+    """What :func:`open_run` found in the output folder.
+
+    Args:
+        out: the output folder.
+        job: the job's name.
+        config_hash: hash of this run's config.
+        previous: the ``_run.json`` found there, if any.
+        committed: file ids committed by earlier runs with this config.
+    """
+
+    out: str
+    job: str
+    config_hash: str
+    previous: dict[str, Any] | None = None
+    committed: set[str] = field(default_factory=set)
+
+    def finished(self, file_ids: Iterable[str]) -> bool:
+        """True when an earlier run completed and committed every one of ``file_ids``: there is
+        nothing to do and nothing must be written."""
+        return bool(
+            self.previous
+            and self.previous.get("status", "complete") == "complete"
+            and set(file_ids) <= self.committed
+        )
+
+    def mark_running(self, started_at: str | None = None) -> None:
+        """Record in ``_run.json`` that a run with this config hash owns the folder, so a run cut
+        off from here on can be resumed (and a different config is refused)."""
+        record = dict(self.previous or {})
+        record.update(
+            job=self.job,
+            config_hash=self.config_hash,
+            status="running",
+            started_at=started_at or utc_now(),
+        )
+        write_run_json(self.out, record)
+
+
+def open_run(
+    out: str,
+    job: str,
+    config: Any,
+    store: ShardStore,
+    *,
+    overwrite: bool = False,
+    owned: Iterable[str] = (),
+) -> RunState:
+    """Check ``out`` against this run and load what earlier runs committed.
+
+    Args:
+        out: the output folder.
+        job: the job's name.
+        config: the run's config (its hash decides whether earlier outputs may be reused).
+        store: the job's shard store.
+        overwrite: delete a previous run's outputs instead of refusing a different config.
+        owned: the folders and files (relative to ``out``) this job writes; ``overwrite`` deletes
+            them, and nothing else.
+
+    Raises:
+        ConfigError: ``out`` holds outputs of another job or config and ``overwrite`` is False.
+    """
+    digest = config_hash(config)
+    previous = read_run_json(out)
+    if previous is not None and overwrite:
+        for rel in [*owned, SHARDS_DIR, "_run.json"]:
+            _remove(join(out, rel), recursive=True)
+        previous = None
+    if previous is not None:
+        if previous.get("job") != job or previous.get("config_hash") != digest:
+            raise ConfigError(
+                f"{out} holds a {previous.get('job')} run with config hash "
+                f"{str(previous.get('config_hash'))[:12]}, this {job} run's is {digest[:12]}: "
+                "refusing to mix their outputs (pass --overwrite to replace them, or choose "
+                "another --out)"
+            )
+        return RunState(out, job, digest, previous, store.committed_ids())
+    # No run record: shards without one belong to nobody we can vouch for.
+    store.remove_all()
+    return RunState(out, job, digest)

@@ -1,0 +1,175 @@
+"""Resume: shards committed atomically, a driver killed mid-run resumes to a clean run's outputs, a
+finished run is left alone, and a changed config refuses to mix with old outputs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+from conftest import REPO, SAMPLE
+
+from pipelines.cli import main
+from pipelines.config import ConfigError
+from pipelines.resume import SHARDS_DIR, ShardStore, open_run, shard_name
+from pipelines.sinks import write_run_json
+
+SCHEMAS = {
+    "files": pa.schema([("file_id", pa.string()), ("status", pa.string())]),
+    "segments": pa.schema([("file_id", pa.string()), ("start", pa.float64())]),
+}
+
+
+def _rows(file_id: str, n: int) -> dict[str, list[dict]]:
+    return {
+        "files": [{"file_id": file_id, "status": "ok"}],
+        "segments": [{"file_id": file_id, "start": float(i)} for i in range(n)],
+    }
+
+
+def test_shards_commit_whole_inputs_and_leftovers_are_cleaned(tmp_path):
+    store = ShardStore(str(tmp_path), SCHEMAS, files_per_shard=2, seconds_per_shard=1e9)
+    assert not store.add("a", _rows("a", 3))
+    assert store.add("b", _rows("b", 1))  # the second file fills the shard
+    store.add("c", _rows("c", 2))  # buffered, not committed: "cut off" here
+    assert store.committed_ids() == {"a", "b"}
+    assert shard_name(["b", "a"]) == shard_name(["a", "b"])  # deterministic names
+    # A shard cut off between its tables: segments written, marker (files) not; plus a temp file.
+    orphan = tmp_path / SHARDS_DIR / "segments" / shard_name(["c"])
+    shutil.copy(next((tmp_path / SHARDS_DIR / "segments").iterdir()), orphan)
+    (tmp_path / SHARDS_DIR / "files" / "x.parquet.tmp-1234abcd").write_bytes(b"partial")
+    fresh = ShardStore(str(tmp_path), SCHEMAS)
+    assert fresh.committed_ids() == {"a", "b"}
+    assert not orphan.exists()
+    assert not any(".tmp-" in p.name for p in (tmp_path / SHARDS_DIR).rglob("*"))
+    segments = pa.concat_tables(list(fresh.read("segments"))).to_pylist()
+    assert sorted((r["file_id"], r["start"]) for r in segments) == [
+        ("a", 0.0),
+        ("a", 1.0),
+        ("a", 2.0),
+        ("b", 0.0),
+    ]
+
+
+def test_a_changed_config_is_refused_unless_overwrite(tmp_path):
+    store = ShardStore(str(tmp_path), SCHEMAS)
+    store.add("a", _rows("a", 1))
+    store.flush()
+    state = open_run(str(tmp_path), "diarize", {"x": 1}, store)
+    state.mark_running()
+    (tmp_path / "notes.txt").write_text("the user's own file")
+    with pytest.raises(ConfigError, match="--overwrite"):
+        open_run(str(tmp_path), "diarize", {"x": 2}, store)
+    with pytest.raises(ConfigError, match="probe run"):
+        write_run_json(str(tmp_path), {"job": "probe", "config_hash": state.config_hash})
+        open_run(str(tmp_path), "diarize", {"x": 1}, store)
+    again = open_run(str(tmp_path), "diarize", {"x": 2}, store, overwrite=True, owned=("files",))
+    assert again.committed == set() and store.committed_ids() == set()
+    assert (tmp_path / "notes.txt").exists()  # only what the job owns is deleted
+
+
+def _corpus(root: Path, copies: int) -> Path:
+    for c in range(copies):
+        for path in sorted((SAMPLE / "audio").iterdir()):
+            target = root / f"set{c}" / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
+    return root
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pipelines.cli", *args]
+
+
+def _snapshot(out: Path) -> dict[str, int]:
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+
+
+def _tables(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    files = pd.read_parquet(out / "files")[["file_id", "status", "num_speakers", "num_segments"]]
+    segments = pd.read_parquet(out / "segments")[
+        ["file_id", "start", "end", "speaker", "speaker_global"]
+    ]
+    return (
+        files.sort_values("file_id").reset_index(drop=True),
+        segments.sort_values(["file_id", "start"]).reset_index(drop=True),
+    )
+
+
+@pytest.mark.integration
+def test_driver_killed_mid_run_resumes_to_a_clean_runs_outputs(ray_local, tmp_path):
+    corpus = _corpus(tmp_path / "corpus", copies=3)  # 15 files
+    config = tmp_path / "run.yaml"
+    config.write_text("commit_files: 1\n")
+    clean_out, out = tmp_path / "clean", tmp_path / "out"
+    assert (
+        main(["diarize", str(corpus), "--out", str(clean_out), "--config", str(config), "-q"]) == 0
+    )
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    cmd = _cli(
+        "diarize", str(corpus), "--out", str(out), "--config", str(config), "--num-cpus", "2"
+    )
+    driver = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    marker = out / SHARDS_DIR / "files"
+    deadline = time.monotonic() + 240
+    committed = 0
+    while time.monotonic() < deadline and driver.poll() is None:
+        committed = len(list(marker.glob("shard-*.parquet"))) if marker.exists() else 0
+        if committed >= 4:
+            break
+        time.sleep(0.05)
+    assert driver.poll() is None, "the driver finished before it could be killed"
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(timeout=30)
+    assert driver.returncode == -signal.SIGKILL
+    committed = len(list(marker.glob("shard-*.parquet")))
+    assert 4 <= committed < 15, committed  # killed mid-run: some, not all, inputs committed
+    assert not (out / "segments").exists()  # the final tables are only written at the end
+
+    resumed = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming: {committed} of 15 inputs" in resumed.stderr
+    assert f"resumed: {committed} inputs" in resumed.stdout
+    assert "15 files (15 ok, 0 errors)" in resumed.stdout
+    got_files, got_segments = _tables(out)
+    want_files, want_segments = _tables(clean_out)
+    pd.testing.assert_frame_equal(got_files, want_files)
+    pd.testing.assert_frame_equal(got_segments, want_segments)
+    assert not got_segments.duplicated(["file_id", "start"]).any()
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+
+    # A finished job run again writes nothing.
+    before = _snapshot(out)
+    assert main(["diarize", str(corpus), "--out", str(out), "--config", str(config), "-q"]) == 0
+    assert _snapshot(out) == before
+
+
+@pytest.mark.integration
+def test_changed_config_refuses_then_overwrite_replaces(ray_local, tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    shutil.copy(SAMPLE / "audio" / sorted(os.listdir(SAMPLE / "audio"))[0], corpus)
+    out = tmp_path / "out"
+    assert main(["diarize", str(corpus), "--out", str(out), "-q"]) == 0
+    before = _snapshot(out)
+    assert main(["diarize", str(corpus), "--out", str(out), "--num-speakers", "3", "-q"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert _snapshot(out) == before  # nothing touched
+    assert (
+        main(
+            ["diarize", str(corpus), "--out", str(out), "--num-speakers", "3", "--overwrite", "-q"]
+        )
+        == 0
+    )
+    files = pd.read_parquet(out / "files")
+    assert list(files["num_speakers"]) == [3]
