@@ -15,7 +15,6 @@ every second of every input ends in exactly one place: kept, or dropped with a n
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from collections import Counter
@@ -33,6 +32,7 @@ from audio_ops.speakers import SpeakerCheckConfig, check_speakers
 from audio_ops.vad import VadConfig
 from pipelines.config import ConfigError, StageResources
 from pipelines.probe import ERRORS_SCHEMA, JobSummary, error_record
+from pipelines.resume import ShardStore, open_run
 from pipelines.runtime import ErrorPolicy, Progress, RaySession
 from pipelines.sinks import (
     TableSink,
@@ -106,6 +106,8 @@ class CleanRunConfig:
         filters: rules (``snr >= 15``...), a list or a ``name: rule`` mapping.
         resources: scheduling overrides by stage name.
         extensions: audio extensions a directory listing picks up.
+        commit_files: finished files per committed shard (resume granularity) ...
+        commit_seconds: ... or commit when the oldest uncommitted file waited this long.
     """
 
     steps: tuple[str, ...] = DEFAULT_STEPS
@@ -122,6 +124,8 @@ class CleanRunConfig:
     filters: Any = None
     resources: dict[str, StageResources] = field(default_factory=dict)
     extensions: tuple[str, ...] = ()
+    commit_files: int = 64
+    commit_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.steps if s not in STEP_ORDER]
@@ -267,6 +271,7 @@ class SegmentOperator:
                     loudness_lufs=seg.loudness_lufs,
                     speech_seconds=speech,
                     gain_db=gain,
+                    num_clips=len(seg.clips),
                 )
             )
             for index, clip in enumerate(seg.clips):
@@ -310,6 +315,10 @@ _DEFAULTS: dict[str, Any] = {
     "error_kind": "",
     "error": "",
     "error_stage": "",
+    # Completeness, for committing whole files: the file row says how many clips it has, and the
+    # last row a clip becomes (after a speaker split) is marked.
+    "num_clips": 0,
+    "clip_last": True,
 }
 
 
@@ -435,6 +444,7 @@ class SpeakerCheckOperator:
                         "audio": audio[a:b].tobytes(),
                         "speech": pack(part_speech),
                         "speaker_count": 1,
+                        "clip_last": False,
                         "speech_seconds": float(np.sum(part_speech[:, 1] - part_speech[:, 0]))
                         if part_speech.size
                         else 0.0,
@@ -545,7 +555,17 @@ _DROP = {
     "error",
     "error_stage",
     "seconds",
+    "num_clips",
+    "clip_last",
 }
+
+
+#: What ``voxflow clean`` writes in its output folder (``--overwrite`` deletes these only).
+OUTPUTS = ("files", "errors", "rejected", "clips", "clips.parquet", "funnel.parquet")
+
+_FUNNEL_SCHEMA = pa.schema(
+    [("file_id", pa.string()), ("seconds", pa.float64()), ("reason", pa.string())]
+)
 
 
 def run_clean(
@@ -557,8 +577,13 @@ def run_clean(
     quiet: bool = False,
     num_cpus: int | None = None,
     policy: ErrorPolicy | None = None,
+    overwrite: bool = False,
 ) -> tuple[JobSummary, Funnel]:
     """Clean a corpus into clips.
+
+    Each file's rows (its ``files`` row, kept clips, rejected spans, funnel entries) are
+    committed in shards once the file is complete (see :mod:`pipelines.resume`), so a run that is
+    cut off resumes where it stopped.
 
     Args:
         inputs: directories, globs, files or manifests.
@@ -568,6 +593,7 @@ def run_clean(
         quiet: no progress line.
         num_cpus: CPUs of a local Ray started for this job.
         policy: when failed files abort the job (default: never).
+        overwrite: replace the outputs of a previous run with another config in ``out``.
 
     Returns:
         The summary and the funnel (``funnel.check()`` has passed).
@@ -578,30 +604,28 @@ def run_clean(
     started_at, t0 = utc_now(), time.perf_counter()
     listing = list_corpus(inputs, config.extensions or None)
     by_id = {row["file_id"]: row for row in listing}
-    summary = JobSummary(job="clean", out=out, inputs=len(listing))
-    funnel = Funnel()
-    kinds: Counter[str] = Counter()
-    progress = Progress("clean", len(listing), quiet=quiet)
-    kept_rows: list[dict[str, Any]] = []
-    rejected = TableSink(join(out, "rejected"), _REJECTED_SCHEMA)
-    files = TableSink(join(out, "files"), _FILES_SCHEMA)
-    errors = TableSink(join(out, "errors"), ERRORS_SCHEMA)
-    seen: set[str] = set()
-    account = functools.partial(
-        _account,
-        by_id=by_id,
-        funnel=funnel,
-        kept_rows=kept_rows,
-        rejected=rejected,
-        files=files,
-        errors=errors,
-        kinds=kinds,
-        summary=summary,
-        progress=progress,
-        seen=seen,
-        policy=policy,
+    store = ShardStore(
+        out,
+        {
+            "files": _FILES_SCHEMA,
+            "rejected": _REJECTED_SCHEMA,
+            "funnel": _FUNNEL_SCHEMA,
+            "kept": None,
+        },
+        config.commit_files,
+        config.commit_seconds,
     )
-    if listing:
+    state = open_run(out, "clean", config, store, overwrite=overwrite, owned=OUTPUTS)
+    if state.finished(by_id):
+        summary = state.previous_summary(len(listing), quiet)
+        return summary, _funnel_from(store, set(by_id))
+    todo = [row for row in listing if row["file_id"] not in state.committed]
+    skipped = len(listing) - len(todo)
+    state.announce(skipped, len(listing), quiet)
+    state.mark_running(started_at)
+    progress = Progress("clean", len(todo), quiet=quiet)
+    files = _FileRows(by_id, store, progress, policy)
+    if todo:
         with RaySession(address=address, num_cpus=num_cpus, quiet=quiet):
             import ray
             import ray.data
@@ -625,8 +649,8 @@ def run_clean(
             }
             fitted = fit_to_cluster(plans, float(ray.cluster_resources().get("CPU", 1.0)))
             ds = ray.data.from_items(
-                [{"file_id": r["file_id"], "path": r["path"]} for r in listing],
-                override_num_blocks=min(len(listing), 1000),
+                [{"file_id": r["file_id"], "path": r["path"]} for r in todo],
+                override_num_blocks=min(len(todo), 1000),
             )
             for name, cls, kwargs, actors in stages:
                 ds = apply_operator(
@@ -635,13 +659,125 @@ def run_clean(
             for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
                 for row in batch.to_dict(orient="records"):
                     row.pop("audio", None)
-                    account(row)
-    for file_id in by_id:
-        if file_id not in seen:
-            account(
+                    files.route(row)
+    files.close({r["file_id"] for r in todo})
+    store.flush()
+    progress.close()
+    summary, funnel = _finalise(out, store, by_id)
+    summary.skipped = skipped
+    summary.wall_seconds = time.perf_counter() - t0
+    write_run_json(
+        out,
+        {
+            **summary.run_record(
+                inputs,
+                config,
+                started_at,
+                counts={"clips_kept": funnel.clips_kept, "skipped_committed": skipped},
+                funnel={
+                    "hours_in": funnel.seconds_in / 3600,
+                    "hours_kept": funnel.kept / 3600,
+                    "hours_dropped": {k: v / 3600 for k, v in funnel.dropped.items()},
+                },
+            ),
+            "status": "complete",
+        },
+    )
+    return summary, funnel
+
+
+class _FileRows:
+    """Routes result rows into per-file tables and commits a file once all its rows are in: its
+    ``file`` row (which says how many clips it has) and the last row of each clip."""
+
+    def __init__(self, by_id, store: ShardStore, progress: Progress, policy: ErrorPolicy):
+        self.by_id, self.store, self.progress, self.policy = by_id, store, progress, policy
+        self.pending: dict[str, dict[str, Any]] = {}
+        self.done: set[str] = set()
+
+    def _entry(self, file_id: str) -> dict[str, Any]:
+        if file_id not in self.pending:
+            self.pending[file_id] = {
+                "rows": {"files": [], "rejected": [], "funnel": [], "kept": []},
+                "expected": None,
+                "clips": 0,
+            }
+        return self.pending[file_id]
+
+    def route(self, row: dict[str, Any]) -> None:
+        """One result row: a file summary, a kept clip, or a dropped span with its reason."""
+        file_id = row["file_id"]
+        listing = self.by_id[file_id]
+        entry = self._entry(file_id)
+        rows = entry["rows"]
+        status = row.get("status")
+        seconds = float(row.get("seconds") or 0.0)
+        reason = f"error:{row.get('error_stage') or 'unknown'}" if status == "error" else ""
+        reason = reason or row.get("reason") or ""
+        rows["funnel"].append({"file_id": file_id, "seconds": seconds, "reason": reason})
+        if row.get("kind") == "file":
+            failed = status == "error"
+            rows["files"].append(
+                {
+                    **listing,
+                    "duration": float(row.get("duration") or 0.0),
+                    "speech_seconds": row.get("speech_seconds"),
+                    "loudness_lufs": row.get("loudness_lufs"),
+                    "gain_db": row.get("gain_db"),
+                    "status": "error" if failed else "ok",
+                    "error_kind": row.get("error_kind") or "",
+                    "error": row.get("error") or "",
+                    "error_stage": row.get("error_stage") or "",
+                }
+            )
+            entry["expected"] = 0 if failed else int(row.get("num_clips") or 0)
+            self.policy.record(failed, f"{listing['path']}: {row.get('error')}")
+        else:
+            record = {k: _plain(v) for k, v in row.items() if k not in _DROP}
+            record["clip_id"] = clip_id(file_id, float(row.get("start") or 0.0))
+            record["rel_path"] = listing.get("rel_path")
+            if status == "ok" and not reason:
+                rows["kept"].append(record)
+            else:
+                rows["rejected"].append(
+                    {
+                        "clip_id": record["clip_id"],
+                        "file_id": file_id,
+                        "path": row.get("path"),
+                        "start": float(row.get("start") or 0.0),
+                        "end": float(row.get("end") or 0.0),
+                        "seconds": seconds,
+                        "reason": reason,
+                        "error": row.get("error") or "",
+                        "text": row.get("text") if isinstance(row.get("text"), str) else None,
+                    }
+                )
+            if row.get("clip_last", True):
+                entry["clips"] += 1
+        if entry["expected"] is not None and entry["clips"] >= entry["expected"]:
+            self._commit(file_id)
+
+    def _commit(self, file_id: str) -> None:
+        entry = self.pending.pop(file_id)
+        self.done.add(file_id)
+        file_row = entry["rows"]["files"][0]
+        failed = file_row["status"] == "error"
+        self.store.add(file_id, entry["rows"])
+        self.progress.update(1, 0.0 if failed else file_row["duration"], int(failed))
+
+    def close(self, file_ids: set[str]) -> None:
+        """Commit every input the pipeline never completed as a ``lost`` error (never silently
+        dropped), and a file whose clips did not all come back with the rows that did."""
+        for file_id in sorted(file_ids - self.done):
+            entry = self.pending.get(file_id)
+            if entry is not None and entry["expected"] is not None:
+                self._commit(file_id)
+                continue
+            self.pending.pop(file_id, None)  # clip rows without their file row: counted as lost
+            self.route(
                 {
                     "file_id": file_id,
-                    "path": by_id[file_id]["path"],
+                    "path": self.by_id[file_id]["path"],
                     "kind": "file",
                     "status": "error",
                     "error_kind": "lost",
@@ -651,114 +787,56 @@ def run_clean(
                     "duration": 0.0,
                 }
             )
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _funnel_from(store: ShardStore, keep: set[str]) -> Funnel:
+    funnel = Funnel()
+    for table in store.read("funnel"):
+        for row in table.to_pylist():
+            if row["file_id"] in keep:
+                funnel.add(row["seconds"], row["reason"] or "")
     funnel.check()
-    kept_rows.sort(key=lambda r: r["clip_id"])
-    _write_clips_table(out, kept_rows)
-    write_table_atomic(join(out, "funnel.parquet"), pa.Table.from_pylist(funnel.rows()))
-    rejected.close()
+    return funnel
+
+
+def _finalise(out: str, store: ShardStore, by_id: dict[str, Any]) -> tuple[JobSummary, Funnel]:
+    """Rebuild ``files/``, ``errors/``, ``rejected/``, ``clips.parquet`` and the funnel from every
+    committed shard, for the inputs listed now."""
+    summary = JobSummary(job="clean", out=out, inputs=len(by_id))
+    kinds: Counter[str] = Counter()
+    files = TableSink(join(out, "files"), _FILES_SCHEMA)
+    errors = TableSink(join(out, "errors"), ERRORS_SCHEMA)
+    seen: set[str] = set()
+    for table in store.read("files"):
+        for row in table.to_pylist():
+            if row["file_id"] not in by_id or row["file_id"] in seen:
+                continue
+            seen.add(row["file_id"])
+            files.add([row])
+            if row["status"] == "error":
+                errors.add([error_record(row)])
+                kinds[row["error_kind"] or "error"] += 1
+                summary.errors += 1
+            else:
+                summary.ok += 1
+                summary.audio_seconds += float(row["duration"] or 0.0)
     files.close()
     errors.close()
-    progress.close()
     summary.errors_by_kind = dict(kinds)
-    summary.wall_seconds = time.perf_counter() - t0
-    write_run_json(
-        out,
-        summary.run_record(
-            inputs,
-            config,
-            started_at,
-            counts={"clips_kept": funnel.clips_kept},
-            funnel={
-                "hours_in": funnel.seconds_in / 3600,
-                "hours_kept": funnel.kept / 3600,
-                "hours_dropped": {k: v / 3600 for k, v in funnel.dropped.items()},
-            },
-        ),
-    )
+    rejected = TableSink(join(out, "rejected"), _REJECTED_SCHEMA)
+    for table in store.read("rejected"):
+        rejected.add(r for r in table.to_pylist() if r["file_id"] in seen)
+    rejected.close()
+    kept = [r for t in store.read("kept") for r in t.to_pylist() if r["file_id"] in seen]
+    kept.sort(key=lambda r: r["clip_id"])
+    _write_clips_table(out, kept)
+    funnel = _funnel_from(store, seen)
+    write_table_atomic(join(out, "funnel.parquet"), pa.Table.from_pylist(funnel.rows()))
     return summary, funnel
-
-
-def _account(
-    row,
-    *,
-    by_id,
-    funnel,
-    kept_rows,
-    rejected,
-    files,
-    errors,
-    kinds,
-    summary,
-    progress,
-    seen,
-    policy,
-) -> None:
-    """Route one result row: a file summary, a kept clip, or a dropped span with its reason."""
-    file_id = row["file_id"]
-    listing = by_id[file_id]
-    status = row.get("status")
-    seconds = float(row.get("seconds") or 0.0)
-    if status == "error":
-        reason = f"error:{row.get('error_stage') or 'unknown'}"
-    else:
-        reason = row.get("reason") or ""
-    funnel.add(seconds, reason)
-    if row.get("kind") == "file":
-        seen.add(file_id)
-        failed = status == "error"
-        duration = float(row.get("duration") or 0.0)
-        files.add(
-            [
-                {
-                    **listing,
-                    "duration": duration,
-                    "speech_seconds": row.get("speech_seconds"),
-                    "loudness_lufs": row.get("loudness_lufs"),
-                    "gain_db": row.get("gain_db"),
-                    "status": "error" if failed else "ok",
-                    "error_kind": row.get("error_kind") or "",
-                    "error": row.get("error") or "",
-                    "error_stage": row.get("error_stage") or "",
-                }
-            ]
-        )
-        if failed:
-            errors.add(
-                [
-                    error_record(
-                        {**row, "path": listing["path"], "rel_path": listing.get("rel_path")}
-                    )
-                ]
-            )
-            kinds[row.get("error_kind") or "error"] += 1
-            summary.errors += 1
-        else:
-            summary.ok += 1
-            summary.audio_seconds += duration
-        progress.update(1, 0.0 if failed else duration, int(failed))
-        policy.record(failed, f"{listing['path']}: {row.get('error')}")
-        return
-    record = {k: v for k, v in row.items() if k not in _DROP}
-    record["clip_id"] = clip_id(file_id, float(row.get("start") or 0.0))
-    record["rel_path"] = listing.get("rel_path")
-    if status == "ok" and not reason:
-        kept_rows.append(record)
-    else:
-        rejected.add(
-            [
-                {
-                    "clip_id": record["clip_id"],
-                    "file_id": file_id,
-                    "path": row.get("path"),
-                    "start": float(row.get("start") or 0.0),
-                    "end": float(row.get("end") or 0.0),
-                    "seconds": seconds,
-                    "reason": reason,
-                    "error": row.get("error") or "",
-                    "text": row.get("text") if isinstance(row.get("text"), str) else None,
-                }
-            ]
-        )
 
 
 _REJECTED_SCHEMA = pa.schema(

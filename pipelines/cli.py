@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from audio_ops.filters import FilterError
+from audio_ops.models import ModelError
 from pipelines.config import ConfigError, ProbeRunConfig, load_config
 from pipelines.runtime import JobAborted
 from pipelines.sources import SourceError
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="turn raw recordings into training clips: cut, enhance, check speakers, transcribe, score, filter",
     )
     _add_common(clean)
+    _add_resume(clean)
 
     enhance = sub.add_parser(
         "enhance", help="denoise whole files into DIR/audio/ (FLAC, mirroring input paths)"
@@ -125,6 +127,31 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "dfn3", "spectral_gating", "none"],
         help="default: auto (decided per file from its SNR)",
     )
+
+    separate = sub.add_parser(
+        "separate",
+        help="vocals vs accompaniment (HDemucs) of whole files into DIR/audio/<stem>.vocals.flac",
+    )
+    _add_common(separate)
+    separate.add_argument(
+        "--model", metavar="REF", help="torchaudio:BUNDLE or a local/URL checkpoint (pin: config)"
+    )
+    separate.add_argument(
+        "--accompaniment", action="store_true", help="also write <stem>.accompaniment.flac"
+    )
+
+    vad = sub.add_parser("vad", help="speech regions of every file into DIR/segments/")
+    _add_common(vad)
+    vad.add_argument("--method", choices=["silero", "energy"], help="default: silero")
+
+    transcribe = sub.add_parser(
+        "transcribe", help="Whisper transcripts, clip by clip at pauses, into DIR/transcripts/"
+    )
+    _add_common(transcribe)
+    transcribe.add_argument(
+        "--model", metavar="REF", help="default: bundled:whisper-tiny-en (faster-whisper)"
+    )
+    transcribe.add_argument("--language", metavar="CODE", help="default: detected per clip")
 
     export = sub.add_parser("export", help="export a run's tables to other formats")
     export_sub = export.add_subparsers(dest="format", required=True)
@@ -278,6 +305,37 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
     return _finish(summary)
 
 
+def _cmd_file_job(args: argparse.Namespace) -> int:
+    """``separate``, ``vad`` and ``transcribe``: per-file jobs with the same options."""
+    import importlib
+
+    module = importlib.import_module(f"pipelines.{args.command}")
+    run_config, overrides = {
+        "separate": ("SeparateRunConfig", {"separation.model": getattr(args, "model", None)}),
+        "vad": ("VadRunConfig", {"vad.backend": getattr(args, "method", None)}),
+        "transcribe": (
+            "TranscribeRunConfig",
+            {
+                "transcription.model": getattr(args, "model", None),
+                "transcription.language": getattr(args, "language", None),
+            },
+        ),
+    }[args.command]
+    if getattr(args, "accompaniment", None):
+        overrides["accompaniment"] = True
+    config = load_config(getattr(module, run_config), args.config, overrides)
+    summary = getattr(module, f"run_{args.command}")(
+        args.inputs,
+        args.out,
+        config,
+        address=args.address,
+        quiet=args.quiet,
+        num_cpus=args.num_cpus,
+        policy=_policy(args),
+    )
+    return _finish(summary)
+
+
 def _cmd_clean(args: argparse.Namespace) -> int:
     from pipelines.clean import CleanRunConfig, run_clean
 
@@ -290,6 +348,7 @@ def _cmd_clean(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         num_cpus=args.num_cpus,
         policy=_policy(args),
+        overwrite=args.overwrite,
     )
     return _finish(summary, funnel.text())
 
@@ -340,6 +399,9 @@ COMMANDS = {
     "diarize": _cmd_diarize,
     "clean": _cmd_clean,
     "enhance": _cmd_enhance,
+    "separate": _cmd_file_job,
+    "vad": _cmd_file_job,
+    "transcribe": _cmd_file_job,
     "export": _cmd_export,
     "submit": _cmd_submit,
     "jobs": _cmd_jobs,
@@ -357,7 +419,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, SourceError, FilterError, FileNotFoundError, ValueError) as exc:
+    except (
+        ConfigError,
+        SourceError,
+        FilterError,
+        FileNotFoundError,
+        ValueError,
+        ModelError,
+    ) as exc:
         print(f"voxflow {args.command}: {exc}", file=sys.stderr)
         return 2
     except JobAborted as exc:

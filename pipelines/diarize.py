@@ -15,7 +15,6 @@ back file by file (no all-to-all barrier), which keeps the progress line live.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from audio_ops.errors import error_kind
 from audio_ops.linking import LinkingConfig, global_centroids, link_speakers, match_enrolled
 from pipelines.config import StageResources
 from pipelines.probe import ERRORS_SCHEMA, JobSummary, error_record
-from pipelines.resume import RunState, ShardStore, open_run
+from pipelines.resume import ShardStore, open_run
 from pipelines.runtime import ErrorPolicy, Progress, RaySession
 from pipelines.sinks import (
     TableSink,
@@ -329,15 +328,10 @@ def run_diarize(
     store = ShardStore(out, schemas, config.commit_files, config.commit_seconds)
     state = open_run(out, "diarize", config, store, overwrite=overwrite, owned=OUTPUTS)
     if state.finished(by_id):
-        return _already_done(state, out, len(listing), quiet)
+        return state.previous_summary(len(listing), quiet)
     todo = [row for row in listing if row["file_id"] not in state.committed]
     skipped = len(listing) - len(todo)
-    if skipped and not quiet:
-        print(
-            f"voxflow diarize: resuming: {skipped} of {len(listing)} inputs were committed by an "
-            f"earlier run; {len(todo)} to go",
-            file=sys.stderr,
-        )
+    state.announce(skipped, len(listing), quiet)
     state.mark_running(started_at)
     new = JobSummary(job="diarize", out=out, inputs=len(todo))
     progress = Progress("diarize", len(todo), quiet=quiet)
@@ -443,27 +437,6 @@ def run_diarize(
         },
     )
     return summary
-
-
-def _already_done(state: RunState, out: str, inputs: int, quiet: bool) -> JobSummary:
-    """The summary of a finished run found in ``out`` (nothing is run and nothing written)."""
-    counts = (state.previous or {}).get("counts", {})
-    if not quiet:
-        print(
-            f"voxflow diarize: all {inputs} inputs were committed by a finished run with the same "
-            "config; nothing to do (--overwrite runs it again)",
-            file=sys.stderr,
-        )
-    return JobSummary(
-        job="diarize",
-        out=out,
-        inputs=inputs,
-        ok=int(counts.get("ok", 0)),
-        errors=int(counts.get("errors", 0)),
-        audio_seconds=float(counts.get("audio_seconds", 0.0)),
-        errors_by_kind=dict(counts.get("errors_by_kind", {})),
-        skipped=inputs,
-    )
 
 
 def _run_pipeline(todo, config, finish_ok, finish_error, done: set[str]) -> str:

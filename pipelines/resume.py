@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.config import ConfigError, config_hash
+from pipelines.probe import JobSummary
 from pipelines.sinks import (
     _fs,
     is_local,
@@ -93,7 +95,8 @@ class ShardStore:
 
     Args:
         out: the run's output folder.
-        schemas: table name -> Arrow schema; must include ``files`` (the marker).
+        schemas: table name -> Arrow schema (None: inferred from the rows); must include
+            ``files`` (the marker).
         files_per_shard: commit after this many finished inputs ...
         seconds_per_shard: ... or when the oldest uncommitted input waited this long.
     """
@@ -101,7 +104,7 @@ class ShardStore:
     def __init__(
         self,
         out: str,
-        schemas: dict[str, pa.Schema],
+        schemas: dict[str, pa.Schema | None],
         files_per_shard: int = 64,
         seconds_per_shard: float = 30.0,
     ):
@@ -167,9 +170,12 @@ class ShardStore:
         for table in sorted(self.schemas, key=lambda t: t == MARKER):
             schema = self.schemas[table]
             rows = self._rows[table]
-            data = pa.Table.from_pylist(
-                [{k: row.get(k) for k in schema.names} for row in rows], schema=schema
-            )
+            if schema is None:  # columns vary with the config: inferred
+                data = pa.Table.from_pylist(rows)
+            else:
+                data = pa.Table.from_pylist(
+                    [{k: row.get(k) for k in schema.names} for row in rows], schema=schema
+                )
             write_table_atomic(join(self.root, table, name), data)
         self._ids = []
         self._rows = {table: [] for table in self.schemas}
@@ -205,6 +211,36 @@ class RunState:
             self.previous
             and self.previous.get("status", "complete") == "complete"
             and set(file_ids) <= self.committed
+        )
+
+    def announce(self, skipped: int, total: int, quiet: bool) -> None:
+        """Say how many inputs an earlier run committed (they are skipped)."""
+        if skipped and not quiet:
+            print(
+                f"voxflow {self.job}: resuming: {skipped} of {total} inputs were committed by an "
+                f"earlier run; {total - skipped} to go",
+                file=sys.stderr,
+            )
+
+    def previous_summary(self, inputs: int, quiet: bool) -> JobSummary:
+        """The summary of the finished run found in ``out``, when there is nothing to do (nothing
+        is run and nothing written)."""
+        counts = (self.previous or {}).get("counts", {})
+        if not quiet:
+            print(
+                f"voxflow {self.job}: all {inputs} inputs were committed by a finished run with "
+                "the same config; nothing to do (--overwrite runs it again)",
+                file=sys.stderr,
+            )
+        return JobSummary(
+            job=self.job,
+            out=self.out,
+            inputs=inputs,
+            ok=int(counts.get("ok", 0)),
+            errors=int(counts.get("errors", 0)),
+            audio_seconds=float(counts.get("audio_seconds", 0.0)),
+            errors_by_kind=dict(counts.get("errors_by_kind", {})),
+            skipped=inputs,
         )
 
     def mark_running(self, started_at: str | None = None) -> None:

@@ -3,6 +3,7 @@ finished run is left alone, and a changed config refuses to mix with old outputs
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -173,3 +174,56 @@ def test_changed_config_refuses_then_overwrite_replaces(ray_local, tmp_path, cap
     )
     files = pd.read_parquet(out / "files")
     assert list(files["num_speakers"]) == [3]
+
+
+@pytest.mark.integration
+def test_clean_resumes_a_cut_off_run_to_the_same_clips_and_funnel(ray_local, tmp_path):
+    corpus = _corpus(tmp_path / "corpus", copies=1)
+    (corpus / "set0" / "broken.wav").write_bytes(b"RIFF....WAVEfmt ")  # an error row, too
+    config = tmp_path / "clean.yaml"
+    config.write_text(
+        "steps: [speaker, quality]\ncommit_files: 1\n"
+        "clips: {min_seconds: 2.0, max_seconds: 12.0, single_speaker: split}\n"
+        'filters: {snr: "snr_db >= 15"}\n'
+    )
+    out = tmp_path / "out"
+    args = ["clean", str(corpus), "--out", str(out), "--config", str(config), "-q"]
+    assert main(args) == 0
+    want = {
+        "clips": pd.read_parquet(out / "clips.parquet").sort_values("clip_id"),
+        "rejected": pd.read_parquet(out / "rejected").sort_values("clip_id"),
+        "funnel": pd.read_parquet(out / "funnel.parquet").sort_values("stage"),
+        "files": pd.read_parquet(out / "files").sort_values("file_id"),
+    }
+    clips_before = sorted(p.name for p in (out / "clips").iterdir())
+
+    # Cut the run off: three of its six input shards never committed, the run never finished.
+    markers = sorted((out / SHARDS_DIR / "files").glob("shard-*.parquet"))
+    assert len(markers) == 6
+    for marker in markers[:3]:
+        marker.unlink()
+    for table in ("files", "rejected", "clips.parquet", "funnel.parquet"):
+        target = out / table
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    run = json.loads((out / "_run.json").read_text())
+    (out / "_run.json").write_text(json.dumps({**run, "status": "running"}))
+
+    assert main(args) == 0
+    got = {
+        "clips": pd.read_parquet(out / "clips.parquet").sort_values("clip_id"),
+        "rejected": pd.read_parquet(out / "rejected").sort_values("clip_id"),
+        "funnel": pd.read_parquet(out / "funnel.parquet").sort_values("stage"),
+        "files": pd.read_parquet(out / "files").sort_values("file_id"),
+    }
+    for name, frame in want.items():
+        pd.testing.assert_frame_equal(
+            got[name].reset_index(drop=True), frame.reset_index(drop=True), check_like=True
+        )
+    assert sorted(p.name for p in (out / "clips").iterdir()) == clips_before
+    record = json.loads((out / "_run.json").read_text())
+    assert record["status"] == "complete" and record["counts"]["skipped_committed"] == 3
+    assert record["counts"]["errors"] == 1
+
+    before = _snapshot(out)  # finished: running it again writes nothing
+    assert main(args) == 0
+    assert _snapshot(out) == before
