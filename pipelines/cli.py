@@ -223,6 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a voxflow diarize output folder, or a folder of .rttm files",
     )
     ev.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
+
+    report = sub.add_parser(
+        "report", help="write DIR/report.html: a run's summary, plots and errors in one page"
+    )
+    report.add_argument("run", metavar="DIR", help="the --out folder of any voxflow job")
+    report.add_argument("--open", action="store_true", help="open the page in a web browser")
+    inspect = sub.add_parser("inspect", help="print a run's summary as tables in the terminal")
+    inspect.add_argument("run", metavar="DIR", help="the --out folder of any voxflow job")
     return parser
 
 
@@ -361,6 +369,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pipelines.run_report import write_report
+
+    print(f"wrote {write_report(args.run, open_page=args.open)}")
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from pipelines.run_report import inspect_text
+
+    print(inspect_text(args.run), end="")
+    return 0
+
+
 def _finish(summary, *extra: str) -> int:
     """Print a job's summary; exit code 2 when its inputs held no audio file."""
     print(summary.text())
@@ -406,6 +428,8 @@ COMMANDS = {
     "submit": _cmd_submit,
     "jobs": _cmd_jobs,
     "eval": _cmd_eval,
+    "report": _cmd_report,
+    "inspect": _cmd_inspect,
 }
 
 
