@@ -366,6 +366,33 @@ class EmbeddingOperator:
         return out
 
 
+class ChunkAnalysisOperator:
+    """VAD and embedding of each chunk in one actor: :class:`SpeechOperator` then
+    :class:`EmbeddingOperator`, without the chunk's audio travelling between two actor pools.
+
+    The default of ``voxflow diarize`` on CPUs: one actor per core, one thread each, and one
+    object-store hop fewer per chunk. On a GPU cluster the two stages can run as separate pools
+    instead (``fuse_stages: false``), so CPU VAD actors and GPU embedding actors scale apart.
+
+    Args:
+        config: the diarization config.
+        threads: ONNX Runtime and torch threads of this actor.
+    """
+
+    inputs = SpeechOperator.inputs
+    outputs = SpeechOperator.outputs + EmbeddingOperator.outputs
+    uses_model = True
+    num_cpus = 1.0
+    batch_size = 2
+
+    def __init__(self, config: DiarizationConfig, threads: int = 1):
+        self.speech = SpeechOperator(config, threads)
+        self.embedding = EmbeddingOperator(config, threads)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.embedding(self.speech(batch))
+
+
 def diarize_chunks(chunks: list[dict], config: DiarizationConfig) -> FileDiarization:
     """Assemble one file's chunk rows (any order) and diarize it.
 
