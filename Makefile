@@ -20,6 +20,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/voxflow eval diarization --ref examples/sample/rttm --hyp out/sample-diarize
 
 test: $(VENV)/.installed
+	bash .ci/ensure-chromium
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed

@@ -55,6 +55,8 @@ FILE_COLUMNS = (
     "enhancement",
     "error_kind",
 )
+#: Counts that a missing value turns into floats in Parquet: shown without decimals.
+COUNT_COLUMNS = frozenset({"num_speakers", "num_segments", "sample_rate", "channels"})
 
 
 @dataclass
@@ -233,7 +235,7 @@ def files_section(run: RunFolder, max_rows: int = MAX_ROWS) -> Section | None:
     columns = [c for c in FILE_COLUMNS if c in files.columns]
     files = files.assign(_name=[_file_name(r) for _, r in files.iterrows()]).sort_values("_name")
     rows = [
-        [row["_name"], *(_number(row[c]) for c in columns)]
+        [row["_name"], *(_number(row[c], 0 if c in COUNT_COLUMNS else 2) for c in columns)]
         for _, row in files.head(max_rows).iterrows()
     ]
     return Section(
@@ -413,6 +415,14 @@ def _label(text: str, width: int = 48) -> str:
     return text.replace("$", r"\$")
 
 
+def _in_unit(hours: Any) -> tuple[list[float], str]:
+    """Hours, or minutes when every value is under an hour (small runs)."""
+    values = [float(h) for h in hours]
+    if values and max(values) < 1:
+        return [60 * v for v in values], "minutes"
+    return values, "hours"
+
+
 def _figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -474,13 +484,14 @@ def _plot_speaker_hours(hours: pd.DataFrame) -> bytes:
     colour = {g: _PALETTE[i % len(_PALETTE)] for i, g in enumerate(sorted(hours["speaker_global"]))}
     figure = _figure(8, 1.0 + 0.28 * len(hours))
     axes = figure.subplots()
+    values, unit = _in_unit(hours["hours"])
     axes.barh(
         [_label(x, 24) for x in hours["label"]],
-        hours["hours"],
+        values,
         color=[colour[g] for g in hours["speaker_global"]],
     )
     axes.invert_yaxis()
-    axes.set_xlabel("hours of speech")
+    axes.set_xlabel(f"{unit} of speech")
     axes.tick_params(axis="y", labelsize=8)
     return _png(figure)
 
@@ -489,7 +500,7 @@ def _plot_funnel(funnel: pd.DataFrame) -> bytes:
     dropped = funnel[funnel["stage"] != "kept"].sort_values("hours", ascending=False)
     kept = funnel[funnel["stage"] == "kept"]
     stages = [*dropped["stage"], *kept["stage"]]
-    hours = [*dropped["hours"], *kept["hours"]]
+    hours, unit = _in_unit([*dropped["hours"], *kept["hours"]])
     figure = _figure(8, 1.0 + 0.35 * len(stages))
     axes = figure.subplots()
     axes.barh(
@@ -498,7 +509,7 @@ def _plot_funnel(funnel: pd.DataFrame) -> bytes:
         color=["#d62728"] * len(dropped) + ["#2ca02c"] * len(kept),
     )
     axes.invert_yaxis()
-    axes.set_xlabel("hours")
+    axes.set_xlabel(unit)
     return _png(figure)
 
 
