@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from audio_ops.diarization import DiarizationConfig, diarize_chunks, iter_chunks
 from audio_ops.errors import error_kind
 from audio_ops.linking import LinkingConfig, global_centroids, link_speakers, match_enrolled
-from pipelines.config import StageResources
+from pipelines.config import ConfigError, StageResources
 from pipelines.probe import ERRORS_SCHEMA, JobSummary, error_record
 from pipelines.resume import ShardStore, open_run
 from pipelines.runtime import ErrorPolicy, Progress, RaySession, configure_data_context
@@ -58,7 +58,8 @@ class DiarizeRunConfig:
         max_inflight_files: files being clustered at once (bounds driver memory).
         fuse_stages: VAD and embedding in one actor pool (``analyse``, sized to the cluster's
             CPUs: one single-threaded actor per core) instead of two (``speech``, ``embedding``;
-            the better shape when embedding runs on GPUs).
+            the better shape when embedding runs on GPUs). Default (None): fused unless
+            ``resources`` configures ``speech`` or ``embedding``.
         commit_files: finished files per committed shard (resume granularity) ...
         commit_seconds: ... or commit when the oldest uncommitted file waited this long.
     """
@@ -69,7 +70,28 @@ class DiarizeRunConfig:
     extensions: tuple[str, ...] = ()
     write_embeddings: bool = False
     max_inflight_files: int = 32
-    fuse_stages: bool = True
+    fuse_stages: bool | None = None
+
+    def __post_init__(self) -> None:
+        split_keys = sorted({"speech", "embedding"} & set(self.resources))
+        if self.fuse_stages and split_keys:
+            raise ConfigError(
+                f"resources.{split_keys[0]} schedules a stage of the split pipeline, but "
+                "fuse_stages is true: configure resources.analyse instead, or set fuse_stages: false"
+            )
+        if self.fuse_stages is False and "analyse" in self.resources:
+            raise ConfigError(
+                "resources.analyse schedules the fused stage, but fuse_stages is false: "
+                "configure resources.speech and resources.embedding instead"
+            )
+
+    @property
+    def fused(self) -> bool:
+        """Whether VAD and embedding run in one actor pool (see ``fuse_stages``)."""
+        if self.fuse_stages is not None:
+            return self.fuse_stages
+        return not ({"speech", "embedding"} & set(self.resources))
+
     commit_files: int = 64
     commit_seconds: float = 30.0
 
@@ -207,20 +229,32 @@ def diarize_file_task(
 
 class _FileAssembler:
     """Gathers chunk rows per file until the file is complete (its last chunk and every chunk
-    before it are in), in whatever order they arrive."""
+    before it are in), in whatever order they arrive.
+
+    Exactly once: a chunk seen twice (a retried task that emits its rows again) is kept once, and
+    rows of a file already handed out are dropped, so a duplicate can neither complete a file
+    with a chunk missing nor diarize a file a second time. ``duplicates`` counts what was dropped.
+    """
 
     def __init__(self) -> None:
-        self.rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.rows: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
         self.expected: dict[str, int] = {}
+        self.completed: set[str] = set()
+        self.duplicates = 0
 
     def add(self, row: dict[str, Any]) -> list[dict[str, Any]] | None:
-        file_id = row["file_id"]
-        self.rows[file_id].append(row)
+        file_id, index = row["file_id"], int(row["chunk_index"])
+        if file_id in self.completed or index in self.rows[file_id]:
+            self.duplicates += 1
+            return None
+        chunks = self.rows[file_id]
+        chunks[index] = row
         if row["is_last"]:
-            self.expected[file_id] = int(row["chunk_index"]) + 1
-        if self.expected.get(file_id) == len(self.rows[file_id]):
+            self.expected[file_id] = index + 1
+        if self.expected.get(file_id) == len(chunks):
             self.expected.pop(file_id)
-            return self.rows.pop(file_id)
+            self.completed.add(file_id)
+            return [chunks[i] for i in sorted(self.rows.pop(file_id))]
         return None
 
 
@@ -470,7 +504,7 @@ def _run_pipeline(todo, config, finish_ok, finish_error, done: set[str]) -> str:
         num_cpus=decode.num_cpus,
         batch_format="numpy",
     )
-    if config.fuse_stages:
+    if config.fused:
         analyse_res = _analysis_pool(res, decode.num_cpus + cluster.num_cpus)
         ds = apply_operator(
             ds,
