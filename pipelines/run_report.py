@@ -104,27 +104,49 @@ class RunFolder:
 
     directory: str
     record: dict[str, Any]
-    _tables: dict[str, pd.DataFrame | None] = field(default_factory=dict, repr=False)
+    _tables: dict[tuple, pd.DataFrame | None] = field(default_factory=dict, repr=False)
 
     @property
     def job(self) -> str:
-        """The job that wrote the folder (``probe``, ``diarize``, ``clean``, ``enhance``)."""
+        """The job that wrote the folder (``probe``, ``diarize``, ``clean``, ``enhance``...)."""
         return str(self.record.get("job") or "run")
 
-    def table(self, name: str) -> pd.DataFrame | None:
+    def table(
+        self, name: str, columns: list[str] | None = None, file_ids: list[str] | None = None
+    ) -> pd.DataFrame | None:
         """A table of the folder (a shard folder such as ``segments`` or a file such as
-        ``clips.parquet``), or None when the job did not write it."""
-        if name not in self._tables:
-            url = join(self.directory, name)
-            if is_local(url):
-                present = os.path.exists(normalize_uri(url))
-            else:
-                import fsspec
+        ``clips.parquet``), or None when the job did not write it.
 
-                fs, path = fsspec.core.url_to_fs(url)
-                present = fs.exists(path)
-            self._tables[name] = pd.read_parquet(url) if present else None
-        return self._tables[name]
+        Args:
+            name: the table's folder or file name.
+            columns: read only these (those the table has); None for all.
+            file_ids: read only the rows of these files (a corpus's segments can be large).
+        """
+        key = (name, tuple(columns or ()), tuple(file_ids or ()))
+        if key not in self._tables:
+            self._tables[key] = self._read(name, columns, file_ids)
+        return self._tables[key]
+
+    def _read(
+        self, name: str, columns: list[str] | None, file_ids: list[str] | None
+    ) -> pd.DataFrame | None:
+        import pyarrow.dataset as pads
+
+        url = join(self.directory, name)
+        if is_local(url):
+            fs, path = None, normalize_uri(url)
+            present = os.path.exists(path)
+        else:
+            import fsspec
+
+            fs, path = fsspec.core.url_to_fs(url)
+            present = fs.exists(path)
+        if not present:
+            return None
+        dataset = pads.dataset(path, filesystem=fs, format="parquet")
+        wanted = [c for c in columns if c in dataset.schema.names] if columns else None
+        where = pads.field("file_id").isin(file_ids) if file_ids is not None else None
+        return dataset.to_table(columns=wanted, filter=where).to_pandas()
 
 
 def load_run(directory: str) -> RunFolder:
@@ -168,8 +190,14 @@ def _capped(count: int, limit: int, what: str) -> str:
     return f"showing {limit} of {count} {what}" if count > limit else ""
 
 
-def _file_name(row: pd.Series) -> str:
-    return str(row.get("rel_path") or row.get("path") or row.get("file_id") or "")
+def _with_names(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` sorted by a ``_name`` column: the input's relative path, else its path."""
+    name = pd.Series("", index=frame.index, dtype=object)
+    for column in ("file_id", "path", "rel_path"):  # later columns win where they are set
+        if column in frame:
+            values = frame[column].astype(object)
+            name = values.where(values.notna() & (values != ""), name)
+    return frame.assign(_name=name.astype(str)).sort_values("_name", kind="stable")
 
 
 def summary_section(run: RunFolder) -> Section:
@@ -233,7 +261,7 @@ def files_section(run: RunFolder, max_rows: int = MAX_ROWS) -> Section | None:
     if files is None:
         return None
     columns = [c for c in FILE_COLUMNS if c in files.columns]
-    files = files.assign(_name=[_file_name(r) for _, r in files.iterrows()]).sort_values("_name")
+    files = _with_names(files)
     rows = [
         [row["_name"], *(_number(row[c], 0 if c in COUNT_COLUMNS else 2) for c in columns)]
         for _, row in files.head(max_rows).iterrows()
@@ -248,7 +276,7 @@ def errors_section(run: RunFolder, max_rows: int = MAX_ROWS) -> Section:
     errors = run.table("errors")
     if errors is None or errors.empty:
         return Section("Errors", [Table(["file", "stage", "kind", "message"], [], "no errors")])
-    errors = errors.assign(_name=[_file_name(r) for _, r in errors.iterrows()]).sort_values("_name")
+    errors = _with_names(errors)
     rows = [
         [row["_name"], row.get("stage", ""), row.get("error_kind", ""), row.get("error", "")]
         for _, row in errors.head(max_rows).iterrows()
@@ -260,7 +288,9 @@ def errors_section(run: RunFolder, max_rows: int = MAX_ROWS) -> Section:
 def speaker_hours(run: RunFolder) -> pd.DataFrame:
     """Global speakers by speech time, longest first: ``speaker_global``, ``name`` (enrolled, or
     empty), ``label`` (the name or the id), ``hours``, ``file_count``."""
-    speakers = run.table("speakers")
+    speakers = run.table(
+        "speakers", columns=["speaker_global", "name", "speech_seconds", "file_count"]
+    )
     if speakers is None or speakers.empty:
         return pd.DataFrame(columns=["speaker_global", "name", "label", "hours", "file_count"])
     names = speakers["name"] if "name" in speakers else pd.Series([None] * len(speakers))
@@ -298,11 +328,9 @@ def speakers_section(run: RunFolder, max_rows: int = MAX_SPEAKERS) -> Section:
 def timeline_section(run: RunFolder, max_files: int = MAX_TIMELINE_FILES) -> Section:
     """Who spoke when in each file, coloured by global speaker (a plot only)."""
     files = run.table("files")
-    segments = run.table("segments")
-    if files is None or segments is None:
-        return Section("Speaker timeline", notes=["no segments/ table"])
-    ok = files[files["status"] == "ok"]
-    ok = ok.assign(_name=[_file_name(r) for _, r in ok.iterrows()]).sort_values("_name")
+    if files is None:
+        return Section("Speaker timeline", notes=["no files/ table"])
+    ok = _with_names(files[files["status"] == "ok"])
     notes = []
     if len(ok) > max_files:
         notes.append(
@@ -310,6 +338,9 @@ def timeline_section(run: RunFolder, max_files: int = MAX_TIMELINE_FILES) -> Sec
             "every file is in the segments/ table"
         )
     drawn = ok.head(max_files)
+    segments = run.table("segments", file_ids=list(drawn["file_id"]))
+    if segments is None:
+        return Section("Speaker timeline", notes=["no segments/ table"])
     speakers = speaker_hours(run)
     if len(speakers) > len(_PALETTE):
         notes.append(f"{len(speakers)} speakers share {len(_PALETTE)} colours")
@@ -351,7 +382,7 @@ def funnel_section(run: RunFolder) -> Section:
 
 def quality_section(run: RunFolder) -> Section:
     """Distributions of the kept clips' scores: a histogram and percentiles per column."""
-    clips = run.table("clips.parquet")
+    clips = run.table("clips.parquet", columns=list(QUALITY_COLUMNS))
     columns = [] if clips is None else [c for c in QUALITY_COLUMNS if c in clips.columns]
     rows = []
     for column in columns:
@@ -463,7 +494,7 @@ def _plot_timeline(files: pd.DataFrame, segments: pd.DataFrame, speakers: pd.Dat
                 linewidth=0.3,
             )
     axes.set_yticks(range(len(files)), [_label(n) for n in files["_name"]], fontsize=8)
-    axes.invert_yaxis()
+    axes.set_ylim(len(files) - 0.5, -0.5)  # first file on top, no empty rows
     axes.set_xlabel("time (s)")
     axes.set_xlim(left=0)
     labels = dict(zip(speakers["speaker_global"], speakers["label"], strict=True))
