@@ -95,24 +95,34 @@ def check_speakers(
         else:
             runs.append([t.start, t.end, t.speaker])
     # Each change of speaker is cut in a pause: the middle of the nearest gap between speech
-    # regions (window votes place a change up to a window late), when one lies within 1 s.
+    # regions (window votes place a change up to a window late), when one lies within 1 s. Where
+    # none does (voices that overlap or follow without a pause), the part before ends at its last
+    # pause and the part after starts at its first one; the speech between is not kept (it is
+    # accounted as multi_speaker), so no kept clip starts or ends inside a word.
     gaps = (
         [(a[1] + b[0]) / 2 for a, b in zip(speech[:-1], speech[1:], strict=True)]
         if len(speech) > 1
         else []
     )
-    cuts = []
+    starts_at: list[float | None] = [max(0.0, runs[0][0] - clip_config.margin)]
+    ends_at: list[float | None] = []
     for previous, following in zip(runs[:-1], runs[1:], strict=True):
         change = (previous[1] + following[0]) / 2
         nearest = min(gaps, key=lambda g: abs(g - change), default=None)
-        cuts.append(nearest if nearest is not None and abs(nearest - change) <= 1.0 else change)
-    edges = [
-        max(0.0, runs[0][0] - clip_config.margin),
-        *cuts,
-        min(duration, runs[-1][1] + clip_config.margin),
-    ]
+        if nearest is not None and abs(nearest - change) <= 1.0:
+            ends_at.append(nearest)
+            starts_at.append(nearest)
+            continue
+        lo = starts_at[-1]
+        before = [g for g in gaps if g < change and (lo is None or g > lo)]
+        after = [g for g in gaps if change < g < following[1]]
+        ends_at.append(max(before) if before else None)
+        starts_at.append(min(after) if after else None)
+    ends_at.append(min(duration, runs[-1][1] + clip_config.margin))
     parts = []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in zip(starts_at, ends_at, strict=True):
+        if lo is None or hi is None:
+            continue
         if clip_config.min_seconds <= hi - lo <= clip_config.max_seconds:
             parts.append((float(lo), float(hi)))
     return SpeakerCheck(count, overlap_ratio, parts)

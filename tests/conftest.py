@@ -144,6 +144,7 @@ def ray_local(s3_server):
         p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p
     ]
     os.environ["PYTHONPATH"] = os.pathsep.join(paths)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    # address="local": always a new Ray of our own, never one that another process started here.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray
     ray.shutdown()

@@ -86,10 +86,12 @@ def test_clips_are_in_bounds_in_pauses_and_written(cleaned):
             outside[overlapped] += not any(
                 t.start < point < t.start + t.duration for t in reference
             )
-    # Measured: 98.5 % of 68 boundaries in ground-truth silence where pauses exist; where two
-    # voices overlap there is no pause to cut in when the clip is split by speaker (88.5 % overall).
-    assert outside[False] / boundaries[False] >= 0.95
-    assert (outside[False] + outside[True]) / (boundaries[False] + boundaries[True]) >= 0.85
+    # Measured: 66 of 66 boundaries in ground-truth silence where pauses exist, 78 of 82 (95.1 %)
+    # overall. The 4 others are speaker splits in the file whose voices overlap, cut in a pause
+    # between two words of a reference turn; the overall bound leaves room for one boundary to
+    # move with float differences across CPUs.
+    assert outside[False] / boundaries[False] >= 0.97
+    assert (outside[False] + outside[True]) / (boundaries[False] + boundaries[True]) >= 0.93
     assert (clips["language"] == "en").all() and (clips["snr_db"] >= 15).all()
     assert clips["text"].str.len().min() > 0
     assert set(clips["speaker_count"]) == {1}
