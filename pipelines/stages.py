@@ -12,7 +12,9 @@ and a row that still raises becomes an error row (``status="error"``, ``error_ki
 
 from __future__ import annotations
 
+import inspect
 import logging
+import warnings
 from dataclasses import replace
 from typing import Any
 
@@ -24,6 +26,14 @@ from pipelines.config import StageResources
 log = logging.getLogger(__name__)
 
 ERROR_COLUMNS = ("status", "error_kind", "error", "error_stage")
+
+#: Restarts of one actor after its process died (a lost node, an OOM kill, a crash). Ray Data's
+#: default is unbounded: an operator whose constructor kills its process (a native crash or an
+#: OOM kill while loading weights) was restarted forever here (16 constructor attempts in 40 s and
+#: counting), and so is a batch that kills its process. Bounded, such a stage fails the job naming
+#: the dead actor, while an actor that dies a few times (nodes lost, a crash once) is replaced and
+#: its batches retried.
+ACTOR_MAX_RESTARTS = 3
 
 
 def resources_for(
@@ -66,6 +76,11 @@ def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return out
 
 
+class StageStartError(RuntimeError):
+    """An operator's constructor failed (a model that cannot load, a bad config): the stage
+    cannot run at all, so the job stops instead of turning every row into an error row."""
+
+
 class SafeOperator:
     """Wraps an operator so that one bad row never fails the batch or the job.
 
@@ -77,7 +92,15 @@ class SafeOperator:
 
     def __init__(self, operator_cls: type, stage: str, kwargs: dict[str, Any] | None = None):
         self.stage = stage
-        self.operator = operator_cls(**(kwargs or {}))
+        try:
+            self.operator = operator_cls(**(kwargs or {}))
+        except Exception as exc:
+            # Ray Data fails the job when an actor's constructor raises (no restart, no retry);
+            # this line, last in the error the driver sees, names the stage and the cause.
+            raise StageStartError(
+                f"stage {stage!r}: {operator_cls.__name__} could not start: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
 
     def _mark(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(next(iter(batch.values()))) if batch else 0
@@ -136,6 +159,15 @@ def _take(batch: dict[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarr
     return {k: v[index] for k, v in batch.items()}
 
 
+def _restart_limit(map_batches: Any) -> dict[str, Any]:
+    """``max_restarts`` for an actor stage, where this Ray's ``map_batches`` still takes extra
+    remote arguments (Ray 2.64 is to remove them; then Ray Data's own default applies)."""
+    parameters = inspect.signature(map_batches).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return {"max_restarts": ACTOR_MAX_RESTARTS}
+    return {}
+
+
 def apply_operator(
     ds: Any,
     operator_cls: type,
@@ -173,12 +205,21 @@ def apply_operator(
     if actors:
         from ray.data import ActorPoolStrategy
 
-        return ds.map_batches(
-            SafeOperator,
-            fn_constructor_kwargs={"operator_cls": operator_cls, "stage": stage, "kwargs": kwargs},
-            compute=ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),
-            **options,
-        )
+        with warnings.catch_warnings():
+            # max_restarts has no named parameter yet (Ray 2.60): it travels in the deprecated
+            # **ray_remote_args, whose warning would print once per stage of every job.
+            warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated", DeprecationWarning)
+            return ds.map_batches(
+                SafeOperator,
+                fn_constructor_kwargs={
+                    "operator_cls": operator_cls,
+                    "stage": stage,
+                    "kwargs": kwargs,
+                },
+                compute=ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),
+                **_restart_limit(ds.map_batches),
+                **options,
+            )
     wrapper = _TaskOperator(operator_cls, stage, kwargs)
     return ds.map_batches(wrapper, **options)
 
