@@ -56,6 +56,42 @@ def decode_limit(files: list[Path]) -> tuple[float, float]:
     return seconds, time.perf_counter() - t0
 
 
+DECODE_STAGE = """
+import json, sys, time
+import ray
+from audio_ops.diarization import DiarizationConfig
+from pipelines.diarize import ChunkFiles
+from pipelines.runtime import configure_data_context
+from pipelines.sources import list_corpus
+
+ray.init(num_cpus=int(sys.argv[2]), include_dashboard=False, logging_level="ERROR")
+configure_data_context(quiet=True, preserve_order=False)
+listing = list_corpus([sys.argv[1]])
+t0 = time.perf_counter()
+ds = ray.data.from_items([{"file_id": r["file_id"], "path": r["path"]} for r in listing],
+                         override_num_blocks=len(listing))
+ds = ds.map_batches(ChunkFiles(DiarizationConfig()), batch_size=1, num_cpus=0.25,
+                    batch_format="numpy")
+samples = sum(int(b["num_samples"].sum())
+              for b in ds.select_columns(["num_samples"]).iter_batches(batch_size=None))
+print(json.dumps({"audio_seconds": samples / 16000, "wall_seconds": time.perf_counter() - t0}))
+"""
+
+
+def decode_stage(root: Path, cpus: int) -> float:
+    """x real time of voxflow's decode stage alone (the chunking tasks of ``voxflow diarize``, on
+    a local Ray of ``cpus`` CPUs, Ray's start excluded), counting the overlap it decodes twice as
+    audio only once."""
+    result = subprocess.run(
+        [sys.executable, "-c", DECODE_STAGE, str(root), str(cpus)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    return measured["wall_seconds"]
+
+
 def plain_script(files: list[Path]) -> float:
     """The hand-written loop: same model families, their usual entry points, one file at a time."""
     import torch
@@ -199,6 +235,13 @@ def main() -> None:
         "machine": machine(),
     }
     report["decode_limit_x"] = audio_seconds / decode_wall
+    report["decode_stage_x"] = {
+        cpus: audio_seconds / statistics.median(decode_stage(args.corpus, cpus) for _ in range(3))
+        for cpus in (1, 2)
+    }
+    report["decode_stage_share_of_limit"] = {
+        cpus: x / report["decode_limit_x"] for cpus, x in report["decode_stage_x"].items()
+    }
     if not args.skip_baseline:
         report["plain_script_x"] = audio_seconds / plain_script(files)
     stage_cpu = staged(files)
