@@ -16,60 +16,21 @@ import re
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import TreeRSS, machine, save  # noqa: E402
+from benchmarks.diarize_memory import ObjectStorePeak  # noqa: E402
 from benchmarks.probe_long_file import make_long_flac  # noqa: E402
 
 
-def store_stats(address: str) -> dict[str, float]:
-    """Used and spilled MiB of the object store, from Ray's memory summary (empty if none)."""
+def spilled_mib(address: str) -> float:
+    """MiB the object store has spilled to disk so far, from Ray's memory summary."""
     from ray._private.internal_api import memory_summary
 
-    text = memory_summary(address, stats_only=True)
-    stats = {}
-    for key, pattern in (
-        ("used_mib", r"Plasma memory usage (\d+) MiB"),
-        ("spilled_mib", r"Spilled (\d+) MiB"),
-    ):
-        match = re.search(pattern, text)
-        if match:
-            stats[key] = float(match.group(1))
-    return stats
-
-
-class StorePeak:
-    """Polls :func:`store_stats` every ``interval`` seconds until stopped; keeps the peaks."""
-
-    def __init__(self, address: str, interval: float = 1.0):
-        self.address, self.interval = address, interval
-        self.peak: dict[str, float] = {}
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                stats = store_stats(self.address)
-            except Exception:  # a missed sample is not a failed run
-                stats = {}
-            if stats:
-                self.samples += 1
-                for key, value in stats.items():
-                    self.peak[key] = max(self.peak.get(key, 0.0), value)
-            self._stop.wait(self.interval)
-
-    def start(self) -> StorePeak:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
+    match = re.search(r"Spilled (\d+) MiB", memory_summary(address, stats_only=True))
+    return float(match.group(1)) if match else 0.0
 
 
 def main() -> None:
@@ -104,7 +65,7 @@ def main() -> None:
     try:
         address = ray.get_runtime_context().gcs_address
         capacity = ray.cluster_resources()["object_store_memory"]
-        rss, store = TreeRSS(os.getpid()).start(), StorePeak(address).start()
+        rss, store = TreeRSS(os.getpid()).start(), ObjectStorePeak(address).start()
         t0 = time.perf_counter()
         error = ""
         try:
@@ -114,7 +75,7 @@ def main() -> None:
         wall = time.perf_counter() - t0
         rss.stop()
         store.stop()
-        final = store_stats(address)
+        spilled = spilled_mib(address)
     finally:
         ray.shutdown()
     segments = pq.read_table(out / "segments", columns=["end"]) if summary else None
@@ -132,8 +93,8 @@ def main() -> None:
         else 0.0,
         "wall_seconds": wall,
         "x_real_time": seconds / wall,
-        "object_store_peak_used_mib": store.peak.get("used_mib", 0.0),
-        "object_store_spilled_mib": final.get("spilled_mib", store.peak.get("spilled_mib", 0.0)),
+        "object_store_peak_used_mib": store.peak_mib,
+        "object_store_spilled_mib": spilled,
         "object_store_samples": store.samples,
         "peak_rss_mib_by_role": {k: v / 2**20 for k, v in rss.peak_by_role.items()},
         "peak_rss_total_mib": rss.peak_total / 2**20,
