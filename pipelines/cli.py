@@ -456,6 +456,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JobAborted as exc:
         print(f"voxflow {args.command}: aborted: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:
+        # A stage that cannot start reaches here wrapped in Ray's errors, with long tracebacks
+        # of remote processes: print the line that names the stage and the cause.
+        cause = _stage_start_line(str(exc))
+        if cause is None:
+            raise
+        print(f"voxflow {args.command}: failed: {cause}", file=sys.stderr)
+        return 1
+
+
+def _stage_start_line(text: str) -> str | None:
+    """The ``stage '...': X could not start: ...`` line in a (Ray) error's text, if any."""
+    for line in reversed(text.splitlines()):
+        if "could not start:" in line and "stage '" in line:
+            return line[line.index("stage '") :].strip()
+    return None
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -207,3 +208,18 @@ def test_file_assembler_keeps_a_retried_chunk_once():
         [("a", 0), ("a", 1), ("a", 2)],
     ]
     assert assembler.duplicates == 3
+
+
+@pytest.mark.timeout(2 * FAIL_WITHIN)
+def test_cli_names_the_stage_that_cannot_start_in_one_line(ray_local, corpus, tmp_path, capsys):
+    from pipelines.cli import main
+
+    config = tmp_path / "bad.yaml"
+    config.write_text("diarization:\n  embedding:\n    sha256: '" + "0" * 64 + "'\n")
+    code = main(["diarize", str(corpus), "--out", str(tmp_path / "run"), "--config", str(config)])
+    err = capsys.readouterr().err
+    assert code == 1
+    last = err.strip().splitlines()[-1]
+    assert re.match(
+        r"voxflow diarize: failed: stage '(analyse|embedding)': .*SHA-256 mismatch", last
+    )
