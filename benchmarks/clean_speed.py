@@ -206,7 +206,6 @@ def staged(files: list[Path], corpus_seconds: float, separate_seconds: float, wo
         timer.run("separate (HDemucs high, random weights)", seconds, separator, batch)
         done += seconds
 
-    total_cpu = sum(v["cpu_s"] for k, v in timer.stages.items() if not k.startswith("decode"))
     report = {}
     for name, v in timer.stages.items():
         report[name] = {
@@ -217,10 +216,8 @@ def staged(files: list[Path], corpus_seconds: float, separate_seconds: float, wo
             # the clips, so its time is scaled up to all of them.
             "corpus_x_real_time": corpus_seconds
             / (v["wall_s"] * (clip_seconds / v["audio_s"] if name.startswith("separate") else 1)),
-            "cpu_share_of_clean": v["cpu_s"] / total_cpu
-            if not name.startswith(("decode", "standardize", "separate"))
-            else None,
         }
+    add_cpu_shares(report)
     return report, clip_seconds
 
 
@@ -283,6 +280,17 @@ def run_tree_measured(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
         "peak_rss_mib_by_role": {k: v / 2**20 for k, v in rss.peak_by_role.items()},
         "output_tail": output[-2000:],
     }
+
+
+#: Stages measured beside clean's own (the decode floor, whole-file standardisation, separation).
+NOT_IN_CLEAN = ("decode", "standardize", "separate")
+
+
+def add_cpu_shares(stages: dict[str, dict[str, Any]]) -> None:
+    """Each of clean's stages' share of the CPU time of all of clean's stages."""
+    total = sum(v["cpu_s"] for k, v in stages.items() if not k.startswith(NOT_IN_CLEAN))
+    for name, v in stages.items():
+        v["cpu_share_of_clean"] = None if name.startswith(NOT_IN_CLEAN) else v["cpu_s"] / total
 
 
 def end_to_end(corpus: Path, work: Path, runs: int) -> list[dict[str, Any]]:
