@@ -52,12 +52,20 @@ class RaySession:
             ray.shutdown()
 
 
-def configure_data_context(quiet: bool = True, preserve_order: bool = True) -> None:
+#: Ray Data's own default block size (bytes).
+DEFAULT_BLOCK_BYTES = 128 * 2**20
+
+
+def configure_data_context(
+    quiet: bool = True, preserve_order: bool = True, max_block_bytes: int = DEFAULT_BLOCK_BYTES
+) -> None:
     """Ray Data settings every voxflow job runs with.
 
     Args:
         quiet: hide Ray Data's per-operator progress bars (voxflow prints its own line).
         preserve_order: emit rows in input order, so a job's tables are deterministic.
+        max_block_bytes: largest block a task emits before handing it downstream; small blocks
+            stream audio chunks to the next stage as they are decoded.
     """
     import ray.data
 
@@ -69,6 +77,7 @@ def configure_data_context(quiet: bool = True, preserve_order: bool = True) -> N
     ctx.enable_progress_bars = not quiet
     data_logger.setLevel(level)
     ctx.execution_options.preserve_order = preserve_order
+    ctx.target_max_block_size = max_block_bytes
     ctx.print_on_execution_start = False
     for name in ("ray.data", "ray.data._internal"):
         logging.getLogger(name).setLevel(logging.WARNING)
