@@ -38,7 +38,10 @@ class RaySession:
         if not ray.is_initialized():
             address = self.address or os.environ.get("RAY_ADDRESS") or None
             kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
-            if address is None:
+            if address is None or address == "local":
+                # "local": a Ray of this job's own, even where another process ran `ray start`
+                # (a bare ray.init() would join that cluster; pass --address auto for that).
+                address = "local"
                 kwargs.update(include_dashboard=False, num_cpus=self.num_cpus)
             ray.init(address=address, **kwargs)
             self._started = True
