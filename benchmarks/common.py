@@ -55,11 +55,12 @@ class TreeRSS:
     def _role(proc: psutil.Process, root_pid: int) -> str:
         if proc.pid == root_pid:
             return "driver"
-        try:
+        try:  # a process may exit between listing and reading it
             name = " ".join(proc.cmdline()[:3])
+            short = proc.name()
         except psutil.Error:
             return "other"
-        if "default_worker.py" in name or "ray::" in proc.name():
+        if "default_worker.py" in name or "ray::" in short:
             return "worker"
         return "ray-core"
 
