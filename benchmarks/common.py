@@ -40,7 +40,9 @@ class TreeRSS:
     when the process started a local Ray) every ``interval`` seconds.
 
     Attributes after ``stop()``: ``peak_total`` (bytes, all processes at one instant),
-    ``peak_by_role`` (bytes, the largest single process of each role: driver, worker, ray-core).
+    ``peak_by_role`` (bytes, the largest single process of each role: driver, worker, ray-core),
+    ``peak_private_by_role`` (the same for RSS less shared pages: a Ray worker's RSS also counts
+    the object-store pages it has mapped, which every reader of an object counts again).
     """
 
     def __init__(self, pid: int, interval: float = 0.2):
@@ -48,6 +50,7 @@ class TreeRSS:
         self.interval = interval
         self.peak_total = 0
         self.peak_by_role: dict[str, int] = {}
+        self.peak_private_by_role: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -73,12 +76,16 @@ class TreeRSS:
             total = 0
             for proc in procs:
                 try:
-                    rss = proc.memory_info().rss
+                    info = proc.memory_info()
                 except psutil.Error:
                     continue
+                rss, private = info.rss, info.rss - getattr(info, "shared", 0)
                 total += rss
                 role = self._role(proc, self.root.pid)
                 self.peak_by_role[role] = max(self.peak_by_role.get(role, 0), rss)
+                self.peak_private_by_role[role] = max(
+                    self.peak_private_by_role.get(role, 0), private
+                )
             self.peak_total = max(self.peak_total, total)
             time.sleep(self.interval)
 

@@ -86,6 +86,8 @@ def measure(corpus: Path, out: Path, address: str) -> dict:
         "x_real_time": run["counts"]["audio_seconds"] / wall,
         "driver_peak_rss_mib": driver.peak_by_role.get("driver", 0) / 2**20,
         "worker_peak_rss_mib": workers.peak_by_role.get("worker", 0) / 2**20,
+        "worker_peak_private_mib": workers.peak_private_by_role.get("worker", 0) / 2**20,
+        "driver_peak_private_mib": driver.peak_private_by_role.get("driver", 0) / 2**20,
         "ray_core_peak_rss_mib": workers.peak_by_role.get("ray-core", 0) / 2**20,
         "tree_peak_rss_mib": (workers.peak_total) / 2**20,
         "object_store_peak_mib": store.peak_mib,
@@ -122,6 +124,8 @@ def main() -> None:
             for key in (
                 "driver_peak_rss_mib",
                 "worker_peak_rss_mib",
+                "worker_peak_private_mib",
+                "driver_peak_private_mib",
                 "tree_peak_rss_mib",
                 "object_store_peak_mib",
             )

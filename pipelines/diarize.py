@@ -60,6 +60,9 @@ class DiarizeRunConfig:
             CPUs: one single-threaded actor per core) instead of two (``speech``, ``embedding``;
             the better shape when embedding runs on GPUs). Default (None): fused unless
             ``resources`` configures ``speech`` or ``embedding``.
+        pipeline_memory_mb: object-store memory the pipeline's chunks may hold at once: decoding
+            (about 2,000x real time) stops running ahead of the analysis actors there, so memory
+            stays flat however long the corpus.
         commit_files: finished files per committed shard (resume granularity) ...
         commit_seconds: ... or commit when the oldest uncommitted file waited this long.
     """
@@ -92,6 +95,7 @@ class DiarizeRunConfig:
             return self.fuse_stages
         return not ({"speech", "embedding"} & set(self.resources))
 
+    pipeline_memory_mb: int = 128
     commit_files: int = 64
     commit_seconds: float = 30.0
 
@@ -491,7 +495,12 @@ def _run_pipeline(todo, config, finish_ok, finish_error, done: set[str]) -> str:
     # downstream as soon as they are decoded, instead of 128 MiB blocks that hold a long file's
     # chunks back and fill the object store (measured on a 3 h file with the store capped at
     # 0.5 GB: 386 MiB peak and 555 MiB spilled, against 205 MiB and nothing spilled at 8 MiB).
-    configure_data_context(quiet=True, preserve_order=False, max_block_bytes=16 * 2**20)
+    configure_data_context(
+        quiet=True,
+        preserve_order=False,
+        max_block_bytes=16 * 2**20,
+        object_store_bytes=config.pipeline_memory_mb * 2**20,
+    )
     dconf = config.diarization
     res = config.resources
     decode = res.get("decode", StageResources(num_cpus=0.25, batch_size=1))

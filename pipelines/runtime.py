@@ -60,7 +60,10 @@ DEFAULT_BLOCK_BYTES = 128 * 2**20
 
 
 def configure_data_context(
-    quiet: bool = True, preserve_order: bool = True, max_block_bytes: int = DEFAULT_BLOCK_BYTES
+    quiet: bool = True,
+    preserve_order: bool = True,
+    max_block_bytes: int = DEFAULT_BLOCK_BYTES,
+    object_store_bytes: float | None = None,
 ) -> None:
     """Ray Data settings every voxflow job runs with.
 
@@ -69,6 +72,9 @@ def configure_data_context(
         preserve_order: emit rows in input order, so a job's tables are deterministic.
         max_block_bytes: largest block a task emits before handing it downstream; small blocks
             stream audio chunks to the next stage as they are decoded.
+        object_store_bytes: object-store memory the pipeline's blocks may hold at once (None: no
+            limit but Ray Data's own). Fast stages stop running ahead of slow ones at this
+            bound, so memory does not grow with the corpus.
     """
     import ray.data
 
@@ -81,6 +87,9 @@ def configure_data_context(
     data_logger.setLevel(level)
     ctx.execution_options.preserve_order = preserve_order
     ctx.target_max_block_size = max_block_bytes
+    ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(
+        object_store_memory=float("inf") if object_store_bytes is None else object_store_bytes
+    )
     ctx.print_on_execution_start = False
     for name in ("ray.data", "ray.data._internal"):
         logging.getLogger(name).setLevel(logging.WARNING)
