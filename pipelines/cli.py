@@ -249,10 +249,7 @@ def _cmd_diarize(args: argparse.Namespace) -> int:
         args.out,
         config,
         speakers=args.speakers,
-        address=args.address,
-        quiet=args.quiet,
-        num_cpus=args.num_cpus,
-        policy=_policy(args),
+        **_job_options(args),
         overwrite=args.overwrite,
     )
     return _finish(summary)
@@ -305,10 +302,7 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
         args.inputs,
         args.out,
         config,
-        address=args.address,
-        quiet=args.quiet,
-        num_cpus=args.num_cpus,
-        policy=_policy(args),
+        **_job_options(args),
     )
     return _finish(summary)
 
@@ -336,10 +330,7 @@ def _cmd_file_job(args: argparse.Namespace) -> int:
         args.inputs,
         args.out,
         config,
-        address=args.address,
-        quiet=args.quiet,
-        num_cpus=args.num_cpus,
-        policy=_policy(args),
+        **_job_options(args),
     )
     return _finish(summary)
 
@@ -352,10 +343,7 @@ def _cmd_clean(args: argparse.Namespace) -> int:
         args.inputs,
         args.out,
         config,
-        address=args.address,
-        quiet=args.quiet,
-        num_cpus=args.num_cpus,
-        policy=_policy(args),
+        **_job_options(args),
         overwrite=args.overwrite,
     )
     return _finish(summary, funnel.text())
@@ -394,6 +382,17 @@ def _finish(summary, *extra: str) -> int:
     return 0
 
 
+def _job_options(args: argparse.Namespace) -> dict:
+    """The options every job takes from the command line: where to run, how loud, when to
+    abort."""
+    return {
+        "address": args.address,
+        "quiet": args.quiet,
+        "num_cpus": args.num_cpus,
+        "policy": _policy(args),
+    }
+
+
 def _policy(args: argparse.Namespace):
     from pipelines.runtime import ErrorPolicy
 
@@ -408,10 +407,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         args.inputs,
         args.out,
         config,
-        address=args.address,
-        quiet=args.quiet,
-        num_cpus=args.num_cpus,
-        policy=_policy(args),
+        **_job_options(args),
     )
     return _finish(summary)
 
