@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         "enhance", help="denoise whole files into DIR/audio/ (FLAC, mirroring input paths)"
     )
     _add_common(enhance)
+    _add_resume(enhance)
     enhance.add_argument(
         "--method",
         choices=["auto", "dfn3", "spectral_gating", "none"],
@@ -133,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="vocals vs accompaniment (HDemucs) of whole files into DIR/audio/<stem>.vocals.flac",
     )
     _add_common(separate)
+    _add_resume(separate)
     separate.add_argument(
         "--model", metavar="REF", help="torchaudio:BUNDLE or a local/URL checkpoint (pin: config)"
     )
@@ -142,12 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     vad = sub.add_parser("vad", help="speech regions of every file into DIR/segments/")
     _add_common(vad)
+    _add_resume(vad)
     vad.add_argument("--method", choices=["silero", "energy"], help="default: silero")
 
     transcribe = sub.add_parser(
         "transcribe", help="Whisper transcripts, clip by clip at pauses, into DIR/transcripts/"
     )
     _add_common(transcribe)
+    _add_resume(transcribe)
     transcribe.add_argument(
         "--model", metavar="REF", help="default: bundled:whisper-tiny-en (faster-whisper)"
     )
@@ -302,6 +306,7 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
         args.inputs,
         args.out,
         config,
+        overwrite=args.overwrite,
         **_job_options(args),
     )
     return _finish(summary)
@@ -330,6 +335,7 @@ def _cmd_file_job(args: argparse.Namespace) -> int:
         args.inputs,
         args.out,
         config,
+        overwrite=args.overwrite,
         **_job_options(args),
     )
     return _finish(summary)

@@ -137,6 +137,7 @@ class EnhanceJob(FileJob):
     """``voxflow enhance`` on the per-file job skeleton: one stage, one FLAC per input."""
 
     name = "enhance"
+    output_folders = ("audio",)
     config_class = EnhanceRunConfig
     files_schema = FILES_SCHEMA
 

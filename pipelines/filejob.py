@@ -35,10 +35,27 @@ import pyarrow as pa
 
 from pipelines.config import StageResources
 from pipelines.probe import ERRORS_SCHEMA, JobSummary, error_record
+from pipelines.resume import ShardStore, open_run
 from pipelines.runtime import ErrorPolicy, Progress, RaySession
 from pipelines.sinks import TableSink, is_local, join, normalize_uri, utc_now, write_run_json
 from pipelines.sources import list_corpus
 from pipelines.stages import apply_operator, fit_to_cluster, resources_for
+
+
+class _RowsByFile:
+    """Where a job's ``part`` hook adds its table rows while the run is going: held per file
+    until the file closes and is committed with them (see :mod:`pipelines.resume`)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[dict[str, Any]]] = {}
+
+    def add(self, rows) -> None:
+        for row in rows:
+            self.rows.setdefault(row["file_id"], []).append(row)
+
+    def pop(self, file_id: str) -> list[dict[str, Any]]:
+        return self.rows.pop(file_id, [])
+
 
 #: Columns of every ``files/`` table that say how a file ended.
 STATUS_FIELDS = [
@@ -293,18 +310,29 @@ class FileJob:
     name = ""
     #: Columns of ``files/``.
     files_schema: pa.Schema = make_files_schema()
-    #: The job's own tables: folder under ``out`` -> schema.
+    #: The job's own tables: folder under ``out`` -> schema (rows carry ``file_id``).
     tables: dict[str, pa.Schema] = {}
+    #: Other folders under ``out`` the job writes (audio); ``overwrite`` deletes them too.
+    output_folders: tuple[str, ...] = ()
     #: The run's config dataclass (its defaults when a caller gives no config).
     config_class: type = object
+    #: Finished files per committed shard (resume granularity).
+    commit_files = 64
 
     def __init__(
-        self, out: str, config: Any, *, policy: ErrorPolicy | None = None, quiet: bool = False
+        self,
+        out: str,
+        config: Any,
+        *,
+        policy: ErrorPolicy | None = None,
+        quiet: bool = False,
+        overwrite: bool = False,
     ):
         self.out, self.config = out, config
         self.policy = policy or ErrorPolicy()
         self.quiet = quiet
-        self.sinks: dict[str, TableSink] = {}
+        self.overwrite = overwrite
+        self.sinks: dict[str, Any] = {}
 
     # -- hooks --------------------------------------------------------------------------------
 
@@ -339,6 +367,7 @@ class FileJob:
         quiet: bool = False,
         num_cpus: int | None = None,
         policy: ErrorPolicy | None = None,
+        overwrite: bool = False,
     ) -> JobSummary:
         """Run the job on ``inputs`` into ``out`` (each job module exports this as ``run_NAME``).
 
@@ -350,12 +379,18 @@ class FileJob:
             quiet: no progress line.
             num_cpus: CPUs of a local Ray started for this job.
             policy: when failures abort the job.
+            overwrite: replace a previous run's outputs in ``out`` made with another config
+                (otherwise refused); with the same config the run resumes.
 
         Returns:
             The job's summary; ``ok + errors == inputs``.
         """
         job = cls(
-            out, config if config is not None else cls.config_class(), policy=policy, quiet=quiet
+            out,
+            config if config is not None else cls.config_class(),
+            policy=policy,
+            quiet=quiet,
+            overwrite=overwrite,
         )
         return job.run(inputs, address=address, num_cpus=num_cpus)
 
@@ -392,14 +427,25 @@ class FileJob:
         self.preflight()
         started_at, t0 = utc_now(), time.perf_counter()
         listing = list_corpus(inputs, getattr(self.config, "extensions", ()) or None)
-        self.summary = JobSummary(job=self.name, out=self.out, inputs=len(listing))
-        self._files = TableSink(join(self.out, "files"), self.files_schema)
-        self._errors = TableSink(join(self.out, "errors"), ERRORS_SCHEMA)
-        self.sinks = {name: TableSink(join(self.out, name), s) for name, s in self.tables.items()}
-        self._kinds: Counter[str] = Counter()
-        self._progress = Progress(self.name, len(listing), quiet=self.quiet)
-        self._pending = {row["file_id"]: FileState(row) for row in listing}
-        if listing:
+        by_id = {row["file_id"]: row for row in listing}
+        self._store = ShardStore(
+            self.out, {"files": self.files_schema, **self.tables}, self.commit_files
+        )
+        owned = ("files", "errors", *self.tables, *self.output_folders)
+        state = open_run(
+            self.out, self.name, self.config, self._store, overwrite=self.overwrite, owned=owned
+        )
+        if state.finished(by_id):
+            return state.previous_summary(len(listing), self.quiet)
+        todo = [row for row in listing if row["file_id"] not in state.committed]
+        skipped = len(listing) - len(todo)
+        state.announce(skipped, len(listing), self.quiet)
+        state.mark_running(started_at)
+        self.summary = JobSummary(job=self.name, out=self.out, inputs=len(todo))
+        self.sinks = {name: _RowsByFile() for name in self.tables}
+        self._progress = Progress(self.name, len(todo), quiet=self.quiet)
+        self._pending = {row["file_id"]: FileState(row) for row in todo}
+        if todo:
             with RaySession(address=address, num_cpus=num_cpus, quiet=self.quiet):
                 import ray
                 import ray.data
@@ -407,8 +453,8 @@ class FileJob:
                 stages = self.stages()
                 fitted = self._fitted_stages(stages, float(ray.cluster_resources().get("CPU", 1.0)))
                 ds = ray.data.from_items(
-                    [{k: r[k] for k in ("path", "file_id", "rel_path")} for r in listing],
-                    override_num_blocks=min(len(listing), 1000),
+                    [{k: r[k] for k in ("path", "file_id", "rel_path")} for r in todo],
+                    override_num_blocks=min(len(todo), 1000),
                 )
                 for s in stages:
                     ds = apply_operator(
@@ -422,20 +468,56 @@ class FileJob:
                 for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
                     for row in batch.to_dict(orient="records"):
                         self._route(row)
-        for file_id, state in list(self._pending.items()):
-            self._lost(file_id, state)
-        for sink in (self._files, self._errors, *self.sinks.values()):
-            sink.close()
+        for file_id, pending in list(self._pending.items()):
+            self._lost(file_id, pending)
+        self._store.flush()
         self._progress.close()
-        self.summary.errors_by_kind = dict(self._kinds)
+        self._finalise(by_id)
+        self.summary.skipped = skipped
         self.summary.wall_seconds = time.perf_counter() - t0
-        tables = {"files": self._files.shards, "errors": self._errors.shards}
-        tables.update({name: sink.shards for name, sink in self.sinks.items()})
+        tables = {name: sink.shards for name, sink in self.sinks.items()}
         record = self.summary.run_record(
-            inputs, self.config, started_at, counts=self.counts(), tables=tables
+            inputs,
+            self.config,
+            started_at,
+            counts={**self.counts(), "skipped_committed": skipped},
+            tables=tables,
         )
-        write_run_json(self.out, record)
+        write_run_json(self.out, {**record, "status": "complete"})
         return self.summary
+
+    def _finalise(self, by_id: dict[str, dict[str, Any]]) -> None:
+        """Rebuild ``files/``, ``errors/`` and the job's tables from every committed shard (this
+        run's and earlier ones'), for the inputs listed now; the summary covers them all."""
+        self.summary = JobSummary(job=self.name, out=self.out, inputs=len(by_id))
+        kinds: Counter[str] = Counter()
+        sinks = {
+            "files": TableSink(join(self.out, "files"), self.files_schema),
+            "errors": TableSink(join(self.out, "errors"), ERRORS_SCHEMA),
+        }
+        seen: set[str] = set()
+        for table in self._store.read("files"):
+            for record in table.to_pylist():
+                if record["file_id"] not in by_id or record["file_id"] in seen:
+                    continue
+                seen.add(record["file_id"])
+                sinks["files"].add([record])
+                if record.get("status") == "ok":
+                    self.summary.ok += 1
+                    self.summary.audio_seconds += float(record.get("duration") or 0.0)
+                else:
+                    sinks["errors"].add([error_record(record)])
+                    kinds[record.get("error_kind") or "error"] += 1
+                    self.summary.errors += 1
+        self.summary.errors_by_kind = dict(kinds)
+        self.sinks = {}
+        for name, schema in self.tables.items():
+            sink = TableSink(join(self.out, name), schema)
+            for table in self._store.read(name):
+                sink.add(r for r in table.to_pylist() if r["file_id"] in seen)
+            self.sinks[name] = sink
+        for sink in (*sinks.values(), *self.sinks.values()):
+            sink.close()
 
     def _route(self, row: dict[str, Any]) -> None:
         state = self._pending.get(row.get("file_id"))
@@ -470,13 +552,9 @@ class FileJob:
         duration = 0.0 if failed else float(record.get("duration") or 0.0)
         if failed:
             record["error_kind"] = record.get("error_kind") or "error"
-            self._errors.add([error_record(record)])
-            self._kinds[record["error_kind"]] += 1
-            self.summary.errors += 1
-        else:
-            self.summary.ok += 1
-            self.summary.audio_seconds += duration
-        self._files.add([record])
+        file_id = state.listing["file_id"]
+        rows = {name: sink.pop(file_id) for name, sink in self.sinks.items()}
+        self._store.add(file_id, {"files": [record], **rows})
         self._progress.update(1, duration, int(failed))
         self.policy.record(failed, f"{record.get('path')}: {record.get('error')}")
 

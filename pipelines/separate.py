@@ -163,6 +163,7 @@ class SeparateJob(FileJob):
     """``voxflow separate`` on the per-file job skeleton."""
 
     name = "separate"
+    output_folders = ("audio",)
     config_class = SeparateRunConfig
     files_schema = make_files_schema(*arrow_fields(SeparateFilesOperator.columns))
 

@@ -227,3 +227,33 @@ def test_clean_resumes_a_cut_off_run_to_the_same_clips_and_funnel(ray_local, tmp
     before = _snapshot(out)  # finished: running it again writes nothing
     assert main(args) == 0
     assert _snapshot(out) == before
+
+
+@pytest.mark.integration
+def test_per_file_jobs_resume_too(ray_local, tmp_path, capsys, monkeypatch):
+    from pipelines.vad import VadJob
+
+    monkeypatch.setattr(VadJob, "commit_files", 1)  # one shard per file
+    corpus = _corpus(tmp_path / "corpus", copies=1)
+    out = tmp_path / "vad"
+    args = ["vad", str(corpus), "--out", str(out), "-q"]
+    assert main(args) == 0
+    want = (
+        pd.read_parquet(out / "segments").sort_values(["file_id", "start"]).reset_index(drop=True)
+    )
+    markers = sorted((out / SHARDS_DIR / "files").glob("shard-*.parquet"))
+    assert len(markers) == 5
+    for marker in markers[:2]:
+        marker.unlink()  # those inputs were never committed
+    run = json.loads((out / "_run.json").read_text())
+    (out / "_run.json").write_text(json.dumps({**run, "status": "running"}))
+    assert main(args) == 0
+    got = pd.read_parquet(out / "segments").sort_values(["file_id", "start"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want)
+    record = json.loads((out / "_run.json").read_text())
+    assert record["status"] == "complete" and record["counts"]["skipped_committed"] == 3
+    before = _snapshot(out)
+    assert main(args) == 0  # finished: nothing written
+    assert _snapshot(out) == before
+    assert main([*args, "--method", "energy"]) == 2  # another config
+    assert "--overwrite" in capsys.readouterr().err
