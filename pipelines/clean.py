@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,8 +30,8 @@ from audio_ops.filters import Funnel, first_failure, parse_rules
 from audio_ops.speakers import SpeakerCheckConfig, check_speakers
 from audio_ops.vad import VadConfig
 from pipelines.config import ConfigError, StageResources
-from pipelines.probe import ERRORS_SCHEMA, JobSummary, error_record
-from pipelines.resume import ShardStore, open_run
+from pipelines.probe import JobSummary
+from pipelines.resume import RunState, ShardStore, open_run
 from pipelines.runtime import ErrorPolicy, Progress, RaySession
 from pipelines.sinks import (
     TableSink,
@@ -40,7 +39,6 @@ from pipelines.sinks import (
     join,
     utc_now,
     write_bytes_atomic,
-    write_run_json,
     write_table_atomic,
 )
 from pipelines.sources import list_corpus
@@ -619,10 +617,7 @@ def run_clean(
     if state.finished(by_id):
         summary = state.previous_summary(len(listing), quiet)
         return summary, _funnel_from(store, set(by_id))
-    todo = [row for row in listing if row["file_id"] not in state.committed]
-    skipped = len(listing) - len(todo)
-    state.announce(skipped, len(listing), quiet)
-    state.mark_running(started_at)
+    todo = state.start(listing, quiet, started_at)
     progress = Progress("clean", len(todo), quiet=quiet)
     files = _FileRows(by_id, store, progress, policy)
     if todo:
@@ -663,25 +658,20 @@ def run_clean(
     files.close({r["file_id"] for r in todo})
     store.flush()
     progress.close()
-    summary, funnel = _finalise(out, store, by_id)
-    summary.skipped = skipped
+    summary, funnel = _finalise(state, store, by_id)
     summary.wall_seconds = time.perf_counter() - t0
-    write_run_json(
-        out,
-        {
-            **summary.run_record(
-                inputs,
-                config,
-                started_at,
-                counts={"clips_kept": funnel.clips_kept, "skipped_committed": skipped},
-                funnel={
-                    "hours_in": funnel.seconds_in / 3600,
-                    "hours_kept": funnel.kept / 3600,
-                    "hours_dropped": {k: v / 3600 for k, v in funnel.dropped.items()},
-                },
-            ),
-            "status": "complete",
-        },
+    state.complete(
+        summary.run_record(
+            inputs,
+            config,
+            started_at,
+            counts={"clips_kept": funnel.clips_kept, "skipped_committed": state.skipped},
+            funnel={
+                "hours_in": funnel.seconds_in / 3600,
+                "hours_kept": funnel.kept / 3600,
+                "hours_dropped": {k: v / 3600 for k, v in funnel.dropped.items()},
+            },
+        )
     )
     return summary, funnel
 
@@ -803,30 +793,13 @@ def _funnel_from(store: ShardStore, keep: set[str]) -> Funnel:
     return funnel
 
 
-def _finalise(out: str, store: ShardStore, by_id: dict[str, Any]) -> tuple[JobSummary, Funnel]:
+def _finalise(
+    state: RunState, store: ShardStore, by_id: dict[str, Any]
+) -> tuple[JobSummary, Funnel]:
     """Rebuild ``files/``, ``errors/``, ``rejected/``, ``clips.parquet`` and the funnel from every
     committed shard, for the inputs listed now."""
-    summary = JobSummary(job="clean", out=out, inputs=len(by_id))
-    kinds: Counter[str] = Counter()
-    files = TableSink(join(out, "files"), _FILES_SCHEMA)
-    errors = TableSink(join(out, "errors"), ERRORS_SCHEMA)
-    seen: set[str] = set()
-    for table in store.read("files"):
-        for row in table.to_pylist():
-            if row["file_id"] not in by_id or row["file_id"] in seen:
-                continue
-            seen.add(row["file_id"])
-            files.add([row])
-            if row["status"] == "error":
-                errors.add([error_record(row)])
-                kinds[row["error_kind"] or "error"] += 1
-                summary.errors += 1
-            else:
-                summary.ok += 1
-                summary.audio_seconds += float(row["duration"] or 0.0)
-    files.close()
-    errors.close()
-    summary.errors_by_kind = dict(kinds)
+    out = state.out
+    summary, seen = state.rebuild_files(store, by_id)
     rejected = TableSink(join(out, "rejected"), _REJECTED_SCHEMA)
     for table in store.read("rejected"):
         rejected.add(r for r in table.to_pylist() if r["file_id"] in seen)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -29,8 +29,8 @@ from audio_ops.diarization import DiarizationConfig, diarize_chunks, iter_chunks
 from audio_ops.errors import error_kind
 from audio_ops.linking import LinkingConfig, global_centroids, link_speakers, match_enrolled
 from pipelines.config import ConfigError, StageResources
-from pipelines.probe import ERRORS_SCHEMA, JobSummary, error_record
-from pipelines.resume import ShardStore, open_run
+from pipelines.probe import JobSummary
+from pipelines.resume import RunState, ShardStore, open_run
 from pipelines.runtime import ErrorPolicy, Progress, RaySession, configure_data_context
 from pipelines.sinks import (
     TableSink,
@@ -38,7 +38,6 @@ from pipelines.sinks import (
     join,
     remove_shards,
     utc_now,
-    write_run_json,
     write_table_atomic,
 )
 from pipelines.sources import list_corpus
@@ -371,11 +370,7 @@ def run_diarize(
     state = open_run(out, "diarize", config, store, overwrite=overwrite, owned=OUTPUTS)
     if state.finished(by_id):
         return state.previous_summary(len(listing), quiet)
-    todo = [row for row in listing if row["file_id"] not in state.committed]
-    skipped = len(listing) - len(todo)
-    state.announce(skipped, len(listing), quiet)
-    state.mark_running(started_at)
-    new = JobSummary(job="diarize", out=out, inputs=len(todo))
+    todo = state.start(listing, quiet, started_at)
     progress = Progress("diarize", len(todo), quiet=quiet)
     stats_text = ""
 
@@ -383,7 +378,6 @@ def run_diarize(
         row = dict(by_id[file_id])
         row.update(status="error", error_kind=kind, error=message, error_stage=stage)
         store.add(file_id, {"files": [row]})
-        new.errors += 1
         progress.update(1, 0.0, 1)
         policy.record(True, f"{row['path']}: {message}")
 
@@ -445,8 +439,6 @@ def run_diarize(
                 )
             ]
         store.add(file_id, rows)
-        new.ok += 1
-        new.audio_seconds += result["duration"]
         progress.update(1, result["duration"], 0)
         policy.record(False)
 
@@ -461,22 +453,17 @@ def run_diarize(
             )
     store.flush()
     progress.close()
-    summary, counts = _finalise(out, store, by_id, config, enrolled_names, enrolled)
-    summary.skipped = skipped
+    summary, counts = _finalise(state, store, by_id, config, enrolled_names, enrolled)
     summary.wall_seconds = time.perf_counter() - t0
-    write_run_json(
-        out,
-        {
-            **summary.run_record(
-                inputs,
-                config,
-                started_at,
-                counts={**counts, "skipped_committed": skipped},
-                speakers=speakers,
-                ray_data_stats=str(stats_text),
-            ),
-            "status": "complete",
-        },
+    state.complete(
+        summary.run_record(
+            inputs,
+            config,
+            started_at,
+            counts={**counts, "skipped_committed": state.skipped},
+            speakers=speakers,
+            ray_data_stats=str(stats_text),
+        )
     )
     return summary
 
@@ -626,7 +613,7 @@ def _analysis_pool(overrides: dict[str, StageResources], reserve: float) -> Stag
 
 
 def _finalise(
-    out: str,
+    state: RunState,
     store: ShardStore,
     by_id: dict[str, dict[str, Any]],
     config: DiarizeRunConfig,
@@ -636,28 +623,8 @@ def _finalise(
     """Rebuild the run's tables from every committed shard (this run's and earlier ones'), for the
     inputs listed now: ``files/``, ``errors/``, global linking, ``speakers/``, ``segments/`` and
     ``embeddings/``. Returns the whole run's summary and its table counts."""
-    summary = JobSummary(job="diarize", out=out, inputs=len(by_id))
-    kinds: Counter[str] = Counter()
-    files = TableSink(join(out, "files"), store.schemas["files"])
-    errors = TableSink(join(out, "errors"), ERRORS_SCHEMA)
-    seen: set[str] = set()
-    for table in store.read("files"):
-        for row in table.to_pylist():
-            file_id = row["file_id"]
-            if file_id not in by_id or file_id in seen:
-                continue
-            seen.add(file_id)
-            files.add([row])
-            if row["status"] == "ok":
-                summary.ok += 1
-                summary.audio_seconds += float(row["duration"] or 0.0)
-            else:
-                errors.add([error_record(row)])
-                kinds[row["error_kind"] or "error"] += 1
-                summary.errors += 1
-    files.close()
-    errors.close()
-    summary.errors_by_kind = dict(kinds)
+    out = state.out
+    summary, seen = state.rebuild_files(store, by_id)
 
     # Global linking: deterministic order (file_id, local speaker).
     centroid_rows: list[tuple[str, int, np.ndarray, float]] = []

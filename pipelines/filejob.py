@@ -34,10 +34,10 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.config import StageResources
-from pipelines.probe import ERRORS_SCHEMA, JobSummary, error_record
+from pipelines.probe import JobSummary
 from pipelines.resume import ShardStore, open_run
 from pipelines.runtime import ErrorPolicy, Progress, RaySession
-from pipelines.sinks import TableSink, is_local, join, normalize_uri, utc_now, write_run_json
+from pipelines.sinks import TableSink, is_local, join, normalize_uri, utc_now
 from pipelines.sources import list_corpus
 from pipelines.stages import apply_operator, fit_to_cluster, resources_for
 
@@ -437,11 +437,7 @@ class FileJob:
         )
         if state.finished(by_id):
             return state.previous_summary(len(listing), self.quiet)
-        todo = [row for row in listing if row["file_id"] not in state.committed]
-        skipped = len(listing) - len(todo)
-        state.announce(skipped, len(listing), self.quiet)
-        state.mark_running(started_at)
-        self.summary = JobSummary(job=self.name, out=self.out, inputs=len(todo))
+        todo = state.start(listing, self.quiet, started_at)
         self.sinks = {name: _RowsByFile() for name in self.tables}
         self._progress = Progress(self.name, len(todo), quiet=self.quiet)
         self._pending = {row["file_id"]: FileState(row) for row in todo}
@@ -472,52 +468,31 @@ class FileJob:
             self._lost(file_id, pending)
         self._store.flush()
         self._progress.close()
-        self._finalise(by_id)
-        self.summary.skipped = skipped
-        self.summary.wall_seconds = time.perf_counter() - t0
+        summary, seen = state.rebuild_files(self._store, by_id)
+        self._rebuild_tables(seen)
+        summary.wall_seconds = time.perf_counter() - t0
         tables = {name: sink.shards for name, sink in self.sinks.items()}
-        record = self.summary.run_record(
-            inputs,
-            self.config,
-            started_at,
-            counts={**self.counts(), "skipped_committed": skipped},
-            tables=tables,
+        state.complete(
+            summary.run_record(
+                inputs,
+                self.config,
+                started_at,
+                counts={**self.counts(), "skipped_committed": state.skipped},
+                tables=tables,
+            )
         )
-        write_run_json(self.out, {**record, "status": "complete"})
-        return self.summary
+        return summary
 
-    def _finalise(self, by_id: dict[str, dict[str, Any]]) -> None:
-        """Rebuild ``files/``, ``errors/`` and the job's tables from every committed shard (this
-        run's and earlier ones'), for the inputs listed now; the summary covers them all."""
-        self.summary = JobSummary(job=self.name, out=self.out, inputs=len(by_id))
-        kinds: Counter[str] = Counter()
-        sinks = {
-            "files": TableSink(join(self.out, "files"), self.files_schema),
-            "errors": TableSink(join(self.out, "errors"), ERRORS_SCHEMA),
-        }
-        seen: set[str] = set()
-        for table in self._store.read("files"):
-            for record in table.to_pylist():
-                if record["file_id"] not in by_id or record["file_id"] in seen:
-                    continue
-                seen.add(record["file_id"])
-                sinks["files"].add([record])
-                if record.get("status") == "ok":
-                    self.summary.ok += 1
-                    self.summary.audio_seconds += float(record.get("duration") or 0.0)
-                else:
-                    sinks["errors"].add([error_record(record)])
-                    kinds[record.get("error_kind") or "error"] += 1
-                    self.summary.errors += 1
-        self.summary.errors_by_kind = dict(kinds)
+    def _rebuild_tables(self, keep: set[str]) -> None:
+        """Rebuild the job's own tables from every committed shard (this run's and earlier
+        ones'), rows of the inputs in ``keep`` only; :meth:`counts` reads them afterwards."""
         self.sinks = {}
         for name, schema in self.tables.items():
             sink = TableSink(join(self.out, name), schema)
             for table in self._store.read(name):
-                sink.add(r for r in table.to_pylist() if r["file_id"] in seen)
-            self.sinks[name] = sink
-        for sink in (*sinks.values(), *self.sinks.values()):
+                sink.add(r for r in table.to_pylist() if r["file_id"] in keep)
             sink.close()
+            self.sinks[name] = sink
 
     def _route(self, row: dict[str, Any]) -> None:
         state = self._pending.get(row.get("file_id"))

@@ -25,6 +25,7 @@ import os
 import posixpath
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,8 +34,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.config import ConfigError, config_hash
-from pipelines.probe import JobSummary
+from pipelines.probe import ERRORS_SCHEMA, JobSummary, error_record
 from pipelines.sinks import (
+    TableSink,
     _fs,
     is_local,
     join,
@@ -196,6 +198,7 @@ class RunState:
         config_hash: hash of this run's config.
         previous: the ``_run.json`` found there, if any.
         committed: file ids committed by earlier runs with this config.
+        skipped: inputs of this run that were committed already (set by :meth:`start`).
     """
 
     out: str
@@ -203,6 +206,7 @@ class RunState:
     config_hash: str
     previous: dict[str, Any] | None = None
     committed: set[str] = field(default_factory=set)
+    skipped: int = 0
 
     def finished(self, file_ids: Iterable[str]) -> bool:
         """True when an earlier run completed and committed every one of ``file_ids``: there is
@@ -213,14 +217,54 @@ class RunState:
             and set(file_ids) <= self.committed
         )
 
-    def announce(self, skipped: int, total: int, quiet: bool) -> None:
-        """Say how many inputs an earlier run committed (they are skipped)."""
-        if skipped and not quiet:
+    def start(
+        self, listing: list[dict[str, Any]], quiet: bool, started_at: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The listing rows still to run (the others are skipped, and said so), after recording
+        in ``_run.json`` that this run owns the folder (see :meth:`mark_running`)."""
+        todo = [row for row in listing if row["file_id"] not in self.committed]
+        self.skipped = len(listing) - len(todo)
+        if self.skipped and not quiet:
             print(
-                f"voxflow {self.job}: resuming: {skipped} of {total} inputs were committed by an "
-                f"earlier run; {total - skipped} to go",
+                f"voxflow {self.job}: resuming: {self.skipped} of {len(listing)} inputs were "
+                f"committed by an earlier run; {len(todo)} to go",
                 file=sys.stderr,
             )
+        self.mark_running(started_at)
+        return todo
+
+    def rebuild_files(
+        self, store: ShardStore, by_id: dict[str, dict[str, Any]]
+    ) -> tuple[JobSummary, set[str]]:
+        """Write ``files/`` and ``errors/`` from every committed shard (earlier runs' and this
+        one's) for the inputs listed now, each input once. Returns the whole run's summary and the
+        ids written, which the job's other tables keep."""
+        summary = JobSummary(job=self.job, out=self.out, inputs=len(by_id), skipped=self.skipped)
+        kinds: Counter[str] = Counter()
+        files = TableSink(join(self.out, "files"), store.schemas[MARKER])
+        errors = TableSink(join(self.out, "errors"), ERRORS_SCHEMA)
+        seen: set[str] = set()
+        for table in store.read(MARKER):
+            for row in table.to_pylist():
+                if row["file_id"] not in by_id or row["file_id"] in seen:
+                    continue
+                seen.add(row["file_id"])
+                files.add([row])
+                if row.get("status") == "ok":
+                    summary.ok += 1
+                    summary.audio_seconds += float(row.get("duration") or 0.0)
+                else:
+                    errors.add([error_record(row)])
+                    kinds[row.get("error_kind") or "error"] += 1
+                    summary.errors += 1
+        files.close()
+        errors.close()
+        summary.errors_by_kind = dict(kinds)
+        return summary, seen
+
+    def complete(self, record: dict[str, Any]) -> None:
+        """Write the finished run's ``_run.json`` (``record`` marked complete)."""
+        write_run_json(self.out, {**record, "status": "complete"})
 
     def previous_summary(self, inputs: int, quiet: bool) -> JobSummary:
         """The summary of the finished run found in ``out``, when there is nothing to do (nothing
