@@ -12,12 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine, run_measured, save  # noqa: E402
-from benchmarks.probe_long_file import make_long_flac  # noqa: E402
+from benchmarks.probe_long_file import long_flac  # noqa: E402
 
 
 def main() -> None:
@@ -25,14 +24,12 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=3.0)
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="voxflow-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
-    flac = work / f"long_{args.hours:g}h.flac"
-    if not flac.exists():
-        make_long_flac(flac, args.hours)
+    work, flac = long_flac(args.workdir, args.hours)
     out = work / "diarize_out"
+    # --overwrite: a finished run left in the work folder would otherwise be resumed (nothing run).
     result = run_measured(
         [sys.executable, "-m", "pipelines.cli", "diarize", str(flac), "--out", str(out), "-q"]
+        + ["--overwrite"]
     )
     if result["returncode"] != 0:
         raise SystemExit(result["output_tail"])

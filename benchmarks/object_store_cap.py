@@ -15,14 +15,13 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import TreeRSS, machine, save  # noqa: E402
 from benchmarks.diarize_memory import ObjectStorePeak  # noqa: E402
-from benchmarks.probe_long_file import make_long_flac  # noqa: E402
+from benchmarks.probe_long_file import long_flac  # noqa: E402
 
 
 def spilled_mib(address: str) -> float:
@@ -42,11 +41,7 @@ def main() -> None:
     parser.add_argument("--num-cpus", type=int, default=2)
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="voxflow-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
-    flac = work / f"long_{args.hours:g}h.flac"
-    if not flac.exists():
-        make_long_flac(flac, args.hours)
+    work, flac = long_flac(args.workdir, args.hours)
     out = work / f"diarize_out_{args.object_store_gb:g}gb"
     shutil.rmtree(out, ignore_errors=True)  # a finished run there would be resumed, not re-run
 

@@ -40,16 +40,23 @@ def make_long_flac(path: Path, hours: float, rate: int = 16000) -> float:
     return written / rate
 
 
+def long_flac(workdir: str | None, hours: float) -> tuple[Path, Path]:
+    """The work folder (``workdir``, or a new temporary one) and the ``hours``-long FLAC in it,
+    made on first use and reused after."""
+    work = Path(workdir or tempfile.mkdtemp(prefix="voxflow-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    flac = work / f"long_{hours:g}h.flac"
+    if not flac.exists():
+        make_long_flac(flac, hours)
+    return work, flac
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--hours", type=float, default=3.0)
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="voxflow-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
-    flac = work / f"long_{args.hours:g}h.flac"
-    if not flac.exists():
-        make_long_flac(flac, args.hours)
+    work, flac = long_flac(args.workdir, args.hours)
     short = work / "short_10s.flac"
     if not short.exists():
         make_long_flac(short, 10 / 3600)
