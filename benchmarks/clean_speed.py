@@ -31,10 +31,8 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -44,7 +42,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from benchmarks.common import TreeRSS, machine, save  # noqa: E402
+from benchmarks.common import machine, run_measured, save  # noqa: E402
 
 CLEAN_YAML = REPO / "examples" / "clean.yaml"
 AUDIO_EXT = {".wav", ".flac", ".ogg", ".mp3"}
@@ -221,67 +219,6 @@ def staged(files: list[Path], corpus_seconds: float, separate_seconds: float, wo
     return report, clip_seconds
 
 
-class TreeCPU:
-    """CPU seconds (user + system) used by a process and all its descendants (Ray's processes
-    included), sampled every ``interval`` seconds: the last moments of a process that exits
-    between two samples are missed, so this slightly undercounts."""
-
-    def __init__(self, pid: int, interval: float = 0.2):
-        import psutil
-
-        self.root = psutil.Process(pid)
-        self.interval = interval
-        self.by_pid: dict[int, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        import psutil
-
-        while not self._stop.is_set():
-            try:
-                procs = [self.root, *self.root.children(recursive=True)]
-            except psutil.Error:
-                break
-            for proc in procs:
-                try:
-                    times = proc.cpu_times()
-                except psutil.Error:
-                    continue
-                self.by_pid[proc.pid] = max(
-                    self.by_pid.get(proc.pid, 0.0), times.user + times.system
-                )
-            time.sleep(self.interval)
-
-    def start(self) -> TreeCPU:
-        self._thread.start()
-        return self
-
-    def stop(self) -> float:
-        self._stop.set()
-        self._thread.join()
-        return sum(self.by_pid.values())
-
-
-def run_tree_measured(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
-    """Run ``cmd``: wall time, CPU seconds and peak RSS of its whole process tree."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    rss, cpu = TreeRSS(proc.pid).start(), TreeCPU(proc.pid).start()
-    output, _ = proc.communicate()
-    rss.stop()
-    return {
-        "returncode": proc.returncode,
-        "wall_seconds": time.perf_counter() - t0,
-        "cpu_seconds": cpu.stop(),
-        "peak_rss_total_mib": rss.peak_total / 2**20,
-        "peak_rss_mib_by_role": {k: v / 2**20 for k, v in rss.peak_by_role.items()},
-        "output_tail": output[-2000:],
-    }
-
-
 #: Stages measured beside clean's own (the decode floor, whole-file standardisation, separation).
 NOT_IN_CLEAN = ("decode", "standardize", "separate")
 
@@ -300,7 +237,7 @@ def end_to_end(corpus: Path, work: Path, runs: int) -> list[dict[str, Any]]:
         out = work / f"clean_{i}"
         cmd = [sys.executable, "-m", "pipelines.cli", "clean", str(corpus / "audio")]
         cmd += ["--out", str(out), "--config", str(CLEAN_YAML), "-q"]
-        result = run_tree_measured(cmd, env)
+        result = run_measured(cmd, env)
         if result["returncode"] != 0:
             raise RuntimeError(result["output_tail"])
         run = json.loads((out / "_run.json").read_text())

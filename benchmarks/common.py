@@ -98,19 +98,59 @@ class TreeRSS:
         self._thread.join()
 
 
+class TreeCPU:
+    """CPU seconds (user + system) used by a process and all its descendants (Ray's processes
+    included), sampled every ``interval`` seconds: the last moments of a process that exits
+    between two samples are missed, so this slightly undercounts."""
+
+    def __init__(self, pid: int, interval: float = 0.2):
+        self.root = psutil.Process(pid)
+        self.interval = interval
+        self.by_pid: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                procs = [self.root, *self.root.children(recursive=True)]
+            except psutil.Error:
+                break
+            for proc in procs:
+                try:
+                    times = proc.cpu_times()
+                except psutil.Error:
+                    continue
+                self.by_pid[proc.pid] = max(
+                    self.by_pid.get(proc.pid, 0.0), times.user + times.system
+                )
+            time.sleep(self.interval)
+
+    def start(self) -> TreeCPU:
+        self._thread.start()
+        return self
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return sum(self.by_pid.values())
+
+
 def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run ``cmd``, sampling its process tree's RSS; returns wall time, exit code, peaks (MiB)."""
+    """Run ``cmd``, sampling its process tree's RSS and CPU time; returns wall time, exit code,
+    CPU seconds, peaks (MiB)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    sampler = TreeRSS(proc.pid).start()
+    sampler, cpu = TreeRSS(proc.pid).start(), TreeCPU(proc.pid).start()
     output, _ = proc.communicate()
     sampler.stop()
     return {
         "cmd": cmd,
         "returncode": proc.returncode,
         "wall_seconds": time.perf_counter() - t0,
+        "cpu_seconds": cpu.stop(),
         "peak_rss_total_mib": sampler.peak_total / 2**20,
         "peak_rss_mib_by_role": {k: v / 2**20 for k, v in sampler.peak_by_role.items()},
         "output_tail": output[-2000:],
