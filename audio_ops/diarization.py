@@ -68,6 +68,11 @@ class FileDiarization:
         window_starts: ``(m,)`` window starts in time order, seconds.
         window_labels: ``(m,)`` local speaker of each window (-1: dropped in smoothing).
         window_embeddings: ``(m, d)`` the windows' embeddings.
+        narrowband_centroids: ``(k, d)`` centroid per local speaker of its band-limited windows
+            (its full-band centroid where none was embedded band-limited); ``(k, 0)`` when the
+            file has no band-limited embeddings.
+        pitch: ``(k,)`` median pitch per local speaker, semitones above 55 Hz (NaN: unknown).
+        wideband: whether the recording has speech above 4 kHz (not telephone-band).
     """
 
     turns: list[Turn]
@@ -77,6 +82,9 @@ class FileDiarization:
     window_starts: np.ndarray = field(default_factory=lambda: np.zeros(0))
     window_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     window_embeddings: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    narrowband_centroids: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    pitch: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    wideband: bool = True
 
 
 def chunk_regions(
@@ -136,12 +144,57 @@ def speaker_centroids(
     return out.astype(np.float32)
 
 
+def cue_mask(window_starts: np.ndarray, config: EmbeddingConfig) -> np.ndarray:
+    """Which windows get a band-limited embedding (a linking cue): every
+    ``cue_stride``-th step of the file-wide window grid (the same windows whichever chunk holds
+    them)."""
+    starts = np.asarray(window_starts, dtype=np.float64)
+    if config.cue_stride <= 0:
+        return np.zeros(len(starts), dtype=bool)
+    return np.round(starts / config.hop).astype(np.int64) % config.cue_stride == 0
+
+
+def chunk_cues(
+    encoder: SpeakerEncoder,
+    audio: np.ndarray,
+    window_starts: np.ndarray,
+    chunk_start: float,
+    config: EmbeddingConfig,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The linking cues of one 16 kHz chunk's windows (see :mod:`audio_ops.pitch`).
+
+    Returns:
+        ``(narrowband, pitch, band)``: band-limited embeddings of the :func:`cue_mask` windows,
+        ``(n, d)``; each window's median pitch in semitones, ``(m,)`` (NaN: unvoiced, or cues
+        off); and the chunk's band energies, ``(2,)``.
+    """
+    from audio_ops.pitch import band_energy, window_pitch
+
+    starts = np.asarray(window_starts, dtype=np.float64)
+    length = int(round(config.window * SAMPLE_RATE))
+    offsets = np.round((starts - chunk_start) * SAMPLE_RATE).astype(np.int64)
+    mask = cue_mask(starts, config)
+    narrowband = np.zeros((0, encoder.dim), dtype=np.float32)
+    pitch = np.full(len(starts), np.nan)
+    if mask.any():
+        narrowband = encoder.embed_narrowband(np.asarray(audio, np.float32), offsets[mask], length)
+    if config.cue_stride > 0 and config.pitch:
+        # Every window: a speaker's pitch is a median over its windows, and more windows hold it
+        # steadier (measured: pitch on every 4th window only, 92.9 % instead of 97.1 % of
+        # file-speakers on their voice's id on one evaluation set).
+        pitch = window_pitch(audio, offsets, length)
+    return narrowband, pitch, band_energy(audio)
+
+
 def diarize_windows(
     regions: np.ndarray,
     window_starts: np.ndarray,
     embeddings: np.ndarray,
     duration: float,
     config: DiarizationConfig,
+    narrowband: np.ndarray | None = None,
+    pitch: np.ndarray | None = None,
+    band: np.ndarray | None = None,
 ) -> FileDiarization:
     """Cluster a file's windows and build its turns.
 
@@ -151,11 +204,19 @@ def diarize_windows(
         embeddings: ``(m, d)`` window embeddings.
         duration: file length, seconds.
         config: clustering and turn parameters.
+        narrowband: ``(m, d)`` band-limited embeddings, NaN rows for windows without one.
+        pitch: ``(m,)`` window pitches in semitones (NaN: unknown).
+        band: ``(2,)`` the file's summed band energies (:func:`audio_ops.pitch.band_energy`).
     """
+    from audio_ops.pitch import is_wideband, speaker_pitch
+
     embeddings = np.asarray(embeddings, dtype=np.float32)
+    wideband = True if band is None else is_wideband(np.asarray(band))
     if len(window_starts) == 0:
         dim = embeddings.shape[1] if embeddings.ndim == 2 else 0
-        return FileDiarization([], np.zeros((0, dim), np.float32), np.zeros(0), 0)
+        return FileDiarization(
+            [], np.zeros((0, dim), np.float32), np.zeros(0), 0, wideband=wideband
+        )
     embeddings = embeddings.reshape(len(window_starts), -1)
     order = np.argsort(window_starts, kind="stable")
     window_starts, embeddings = np.asarray(window_starts)[order], embeddings[order]
@@ -172,16 +233,41 @@ def diarize_windows(
         turn.speaker = order_of[turn.speaker]
     remap = np.array([order_of.get(int(label), -1) for label in labels])
     kept = remap >= 0
+    k = len(order_of)
     centroids = (
         speaker_centroids(embeddings[kept], remap[kept])
         if kept.any()
         else np.zeros((0, embeddings.shape[1]), np.float32)
     )
-    seconds = np.zeros(len(order_of))
+    narrow_centroids = np.zeros((k, 0), np.float32)
+    if narrowband is not None and len(narrowband):
+        narrowband = np.asarray(narrowband, dtype=np.float32).reshape(len(order), -1)[order]
+        have = kept & np.isfinite(narrowband).all(axis=1)
+        narrow_centroids = centroids.copy()
+        for label in np.unique(remap[have]):
+            members = have & (remap == label)
+            narrow_centroids[label] = speaker_centroids(
+                narrowband[members], np.zeros(int(members.sum()), np.int64)
+            )[0]
+    speaker_f0 = (
+        speaker_pitch(np.asarray(pitch, dtype=np.float64)[order], remap, k)
+        if pitch is not None and len(pitch)
+        else np.full(k, np.nan)
+    )
+    seconds = np.zeros(k)
     for turn in turns:
         seconds[turn.speaker] += turn.end - turn.start
     return FileDiarization(
-        turns, centroids, seconds, int(len(window_starts)), window_starts, remap, embeddings
+        turns,
+        centroids,
+        seconds,
+        int(len(window_starts)),
+        window_starts,
+        remap,
+        embeddings,
+        narrow_centroids,
+        speaker_f0,
+        wideband,
     )
 
 
@@ -212,6 +298,7 @@ def diarize_audio(
     """
     window = int(round(config.embedding.window * SAMPLE_RATE))
     all_regions, all_starts, all_embeddings = [], [], []
+    all_narrow, all_pitch, band = [], [], np.zeros(2)
     for start, end, owned_end in chunk_plan(len(audio), config.chunk):
         chunk = audio[start:end]
         chunk_start = start / SAMPLE_RATE
@@ -227,6 +314,12 @@ def diarize_audio(
         all_regions.append(regions)
         all_starts.append(starts)
         all_embeddings.append(encoder.embed(chunk, offsets, window))
+        narrow, pitch, chunk_band = chunk_cues(
+            encoder, chunk, starts, chunk_start, config.embedding
+        )
+        all_narrow.append(spread_narrowband(narrow, starts, config.embedding, encoder.dim))
+        all_pitch.append(pitch)
+        band = band + chunk_band
     regions = merge_regions(np.concatenate(all_regions)) if all_regions else np.zeros((0, 2))
     return diarize_windows(
         regions,
@@ -234,7 +327,23 @@ def diarize_audio(
         np.concatenate(all_embeddings) if all_embeddings else np.zeros((0, encoder.dim)),
         len(audio) / SAMPLE_RATE,
         config,
+        np.concatenate(all_narrow) if all_narrow else None,
+        np.concatenate(all_pitch) if all_pitch else None,
+        band,
     )
+
+
+def spread_narrowband(
+    narrowband: np.ndarray, window_starts: np.ndarray, config: EmbeddingConfig, dim: int
+) -> np.ndarray:
+    """``(m, d)`` rows aligned with ``window_starts``: the :func:`chunk_cues` band-limited
+    embeddings on the :func:`cue_mask` windows, NaN elsewhere."""
+    out = np.full((len(window_starts), dim), np.nan, dtype=np.float32)
+    mask = cue_mask(window_starts, config)
+    narrowband = np.asarray(narrowband, dtype=np.float32)
+    if mask.any() and narrowband.size:
+        out[mask] = narrowband.reshape(int(mask.sum()), -1)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -332,7 +441,7 @@ class EmbeddingOperator:
     """
 
     inputs = ("audio", "chunk_start", "window_starts")
-    outputs = ("embeddings",)
+    outputs = ("embeddings", "narrowband", "window_pitch", "band")
     uses_model = True
     num_cpus = 0.5
     batch_size = 4
@@ -349,7 +458,7 @@ class EmbeddingOperator:
         self.window = int(round(config.embedding.window * SAMPLE_RATE))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        embeddings = []
+        columns: dict[str, list[bytes]] = {name: [] for name in self.outputs}
         for audio_bytes, chunk_start, starts_bytes in zip(
             _column(batch, "audio"),
             _column(batch, "chunk_start"),
@@ -357,12 +466,18 @@ class EmbeddingOperator:
             strict=True,
         ):
             starts = unpack(starts_bytes)
+            audio = chunk_audio(audio_bytes)
             offsets = np.round((starts - float(chunk_start)) * SAMPLE_RATE).astype(np.int64)
-            embeddings.append(
-                pack(self.encoder.embed(chunk_audio(audio_bytes), offsets, self.window))
+            columns["embeddings"].append(pack(self.encoder.embed(audio, offsets, self.window)))
+            narrow, pitch, band = chunk_cues(
+                self.encoder, audio, starts, float(chunk_start), self.config.embedding
             )
+            columns["narrowband"].append(pack(narrow))
+            columns["window_pitch"].append(pack(pitch))
+            columns["band"].append(pack(band))
         out = {k: v for k, v in batch.items() if k != "audio"}
-        out["embeddings"] = np.array(embeddings, dtype=object)
+        for name, values in columns.items():
+            out[name] = np.array(values, dtype=object)
         return out
 
 
@@ -412,7 +527,19 @@ def diarize_chunks(chunks: list[dict], config: DiarizationConfig) -> FileDiariza
         if dim
         else np.zeros((0, 0), np.float32)
     )
-    return diarize_windows(regions, starts, stacked, duration, config)
+    narrow = pitch = band = None
+    if dim and all("narrowband" in r for r in chunks):
+        narrow = np.concatenate(
+            [
+                spread_narrowband(
+                    unpack(r["narrowband"]), unpack(r["window_starts"]), config.embedding, dim
+                )
+                for r in chunks
+            ]
+        )
+        pitch = np.concatenate([unpack(r["window_pitch"]) for r in chunks])
+        band = np.sum([unpack(r["band"]) for r in chunks], axis=0)
+    return diarize_windows(regions, starts, stacked, duration, config, narrow, pitch, band)
 
 
 def iter_chunks(url: str, config: ChunkConfig):

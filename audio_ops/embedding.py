@@ -39,6 +39,10 @@ class EmbeddingConfig:
         min_speech_fraction: a grid window is embedded when at least this fraction is speech.
         batch_size: windows per forward pass.
         device: ``auto`` (GPU when the actor has one), ``cpu`` or ``cuda``.
+        cue_stride: every this many steps of the window grid, a window is also embedded
+            band-limited to 300-3400 Hz, a cue global linking uses to link telephone-band
+            recordings with wideband ones (0: no cues at all, pitch included).
+        pitch: measure every window's median pitch, the other linking cue.
     """
 
     model: str = "resemblyzer"
@@ -48,8 +52,12 @@ class EmbeddingConfig:
     min_speech_fraction: float = 0.5
     batch_size: int = 64
     device: str = "auto"
+    cue_stride: int = 4
+    pitch: bool = True
 
     def __post_init__(self) -> None:
+        if self.cue_stride < 0:
+            raise ValueError("embedding.cue_stride must be >= 0")
         if not 0 < self.hop <= self.window:
             raise ValueError("need 0 < embedding.hop <= embedding.window")
         if not 0 < self.min_speech_fraction <= 1:
@@ -102,6 +110,19 @@ class SpeakerEncoder:
     def forward(self, audio: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
         """Raw embeddings of the windows (normalised by :meth:`embed`)."""
         raise NotImplementedError
+
+    def embed_narrowband(self, audio: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+        """Embeddings of the windows band-limited to 300-3400 Hz
+        (:func:`audio_ops.pitch.narrowband_view` of each window): what the same speech sounds
+        like through a telephone channel."""
+        from audio_ops.pitch import narrowband_view
+
+        starts = np.asarray(starts, dtype=np.int64)
+        if starts.size == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        windows = self.cut(np.asarray(audio, dtype=np.float32), starts, length)
+        filtered = np.stack([narrowband_view(w) for w in windows]).reshape(-1)
+        return self.embed(filtered, np.arange(len(starts), dtype=np.int64) * length, length)
 
 
 def _ge2e_network():
@@ -169,7 +190,9 @@ class GE2EEncoder(SpeakerEncoder):
         ).to(self.device)
         self.batch_size = batch_size
 
-    def forward(self, audio: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+    def forward(
+        self, audio: np.ndarray, starts: np.ndarray, length: int, narrowband: bool = False
+    ) -> np.ndarray:
         torch = self.torch
         # Loudness: GE2E's power-mel features scale with gain^2, so the per-window gain is applied
         # to the window's mel slice rather than re-computing the spectrogram per window.
@@ -177,7 +200,21 @@ class GE2EEncoder(SpeakerEncoder):
         frames = length // self.hop_samples
         with torch.inference_mode():
             padded = np.concatenate([audio, np.zeros(length, dtype=np.float32)])
-            mel = self.mel(torch.from_numpy(padded).to(self.device)).T  # (time, 40)
+            power = self.mel.spectrogram(torch.from_numpy(padded).to(self.device))  # (201, time)
+            if narrowband:
+                # The band-pass applied forward and backward (zero phase) scales power by |H|^4;
+                # each window's loudness gain grows by the power it lost.
+                weight = self._narrowband_weight()
+                kept = power * weight[:, None]
+                full_t, kept_t = power.sum(dim=0), kept.sum(dim=0)
+                for i, s in enumerate(starts):
+                    a = int(s) // self.hop_samples
+                    ratio = float(full_t[a : a + frames].sum()) / max(
+                        float(kept_t[a : a + frames].sum()), 1e-20
+                    )
+                    gains[i] = gains[i] * np.float32(np.sqrt(ratio))
+                power = kept
+            mel = self.mel.mel_scale(power).T  # (time, 40)
             first = torch.as_tensor(starts // self.hop_samples, device=self.device)
             index = first[:, None] + torch.arange(frames, device=self.device)[None, :]
             index = index.clamp(max=mel.shape[0] - 1)
@@ -187,6 +224,28 @@ class GE2EEncoder(SpeakerEncoder):
                 g = torch.as_tensor(gains[lo : lo + self.batch_size], device=self.device)
                 out.append(self.network(batch * (g * g)[:, None, None]).float().cpu().numpy())
         return np.concatenate(out)
+
+    def _narrowband_weight(self):
+        if getattr(self, "_nb_weight", None) is None:
+            from scipy.signal import sosfreqz
+
+            from audio_ops.pitch import _narrowband_sos
+
+            freqs = np.fft.rfftfreq(400, 1 / SAMPLE_RATE)
+            _, h = sosfreqz(_narrowband_sos(), worN=freqs, fs=SAMPLE_RATE)
+            weight = (np.abs(h) ** 4).astype(np.float32)
+            self._nb_weight = self.torch.as_tensor(weight, device=self.device)
+        return self._nb_weight
+
+    def embed_narrowband(self, audio: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+        """As :meth:`SpeakerEncoder.embed_narrowband`, with the band-pass applied to the chunk's
+        power spectrogram (one STFT per chunk instead of a filter per window)."""
+        starts = np.asarray(starts, dtype=np.int64)
+        if starts.size == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = self.forward(np.asarray(audio, dtype=np.float32), starts, length, narrowband=True)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return (out / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 class XVectorEncoder(SpeakerEncoder):

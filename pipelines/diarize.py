@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from audio_ops.diarization import DiarizationConfig, diarize_chunks, iter_chunks
 from audio_ops.errors import error_kind
 from audio_ops.linking import LinkingConfig, global_centroids, link_speakers, match_enrolled
+from audio_ops.pitch import semitones_to_hz
 from pipelines.config import ConfigError, StageResources
 from pipelines.probe import JobSummary
 from pipelines.resume import RunState, ShardStore, open_run
@@ -134,6 +135,7 @@ def _speakers_schema(dim: int) -> pa.Schema:
             ("speech_seconds", pa.float64()),
             ("file_count", pa.int64()),
             ("centroid", pa.list_(pa.float32(), dim) if dim else pa.list_(pa.float32())),
+            ("pitch_hz", pa.float64()),
         ]
     )
 
@@ -220,6 +222,9 @@ def diarize_file_task(
         "duration": max(float(r["chunk_start"]) + int(r["num_samples"]) / 16000 for r in chunks),
         "turns": [(t.start, t.end, t.speaker, t.confidence, t.overlap) for t in result.turns],
         "centroids": result.centroids,
+        "narrowband_centroids": result.narrowband_centroids,
+        "pitch": result.pitch,
+        "wideband": result.wideband,
         "speech_seconds": result.speech_seconds,
         "num_windows": result.num_windows,
     }
@@ -309,6 +314,9 @@ CENTROIDS_SCHEMA = pa.schema(
         ("speaker_index", pa.int64()),
         ("speech_seconds", pa.float64()),
         ("centroid", pa.list_(pa.float32())),
+        ("narrowband_centroid", pa.list_(pa.float32())),
+        ("pitch", pa.float64()),
+        ("wideband", pa.bool_()),
     ]
 )
 
@@ -417,6 +425,13 @@ def run_diarize(
                     "speaker_index": k,
                     "speech_seconds": float(result["speech_seconds"][k]),
                     "centroid": np.asarray(centroid, np.float32).tolist(),
+                    "narrowband_centroid": np.asarray(
+                        result["narrowband_centroids"][k], np.float32
+                    ).tolist(),
+                    "pitch": (
+                        float(result["pitch"][k]) if np.isfinite(result["pitch"][k]) else None
+                    ),
+                    "wideband": bool(result["wideband"]),
                 }
                 for k, centroid in enumerate(result["centroids"])
             ],
@@ -580,7 +595,11 @@ def _run_pipeline(todo, config, finish_ok, finish_error, done: set[str]) -> str:
                         "regions",
                         "window_starts",
                         "embeddings",
+                        "narrowband",
+                        "window_pitch",
+                        "band",
                     )
+                    if k in r
                 }
                 for r in complete
             ]
@@ -627,7 +646,8 @@ def _finalise(
     summary, seen = state.rebuild_files(store, by_id)
 
     # Global linking: deterministic order (file_id, local speaker).
-    centroid_rows: list[tuple[str, int, np.ndarray, float]] = []
+    # Rows: (file_id, local speaker, centroid, seconds, narrowband centroid, pitch, wideband).
+    centroid_rows: list[tuple[str, int, np.ndarray, float, np.ndarray, float, bool]] = []
     for table in store.read("centroids"):
         for row in table.to_pylist():
             if row["file_id"] in seen:
@@ -637,15 +657,32 @@ def _finalise(
                         int(row["speaker_index"]),
                         np.asarray(row["centroid"], np.float32),
                         float(row["speech_seconds"]),
+                        np.asarray(row["narrowband_centroid"] or [], np.float32),
+                        np.nan if row["pitch"] is None else float(row["pitch"]),
+                        bool(row["wideband"]),
                     )
                 )
     centroid_rows.sort(key=lambda r: (r[0], r[1]))
     dim = int(centroid_rows[0][2].shape[0]) if centroid_rows else 0
+    pitch = np.array([r[5] for r in centroid_rows])
     if centroid_rows:
         matrix = np.stack([r[2] for r in centroid_rows])
         seconds = np.array([r[3] for r in centroid_rows])
         file_index = np.unique([r[0] for r in centroid_rows], return_inverse=True)[1]
-        labels = link_speakers(matrix, seconds, file_index, config.linking)
+        narrow = (
+            np.stack([r[4] for r in centroid_rows])
+            if all(r[4].shape == (dim,) for r in centroid_rows)
+            else None
+        )
+        labels = link_speakers(
+            matrix,
+            seconds,
+            file_index,
+            config.linking,
+            narrowband=narrow,
+            wideband=np.array([r[6] for r in centroid_rows]),
+            pitch=pitch,
+        )
         gcent = global_centroids(matrix, seconds, labels)
     else:
         seconds, labels, gcent = np.zeros(0), np.zeros(0, np.int64), np.zeros((0, 0))
@@ -665,6 +702,7 @@ def _finalise(
     speaker_rows = []
     for g in range(len(gcent)):
         members = labels == g
+        voiced = members & np.isfinite(pitch)
         speaker_rows.append(
             {
                 "speaker_global": global_label(g),
@@ -672,6 +710,15 @@ def _finalise(
                 "speech_seconds": float(seconds[members].sum()),
                 "file_count": int(len({centroid_rows[i][0] for i in np.flatnonzero(members)})),
                 "centroid": gcent[g].astype(np.float32).tolist(),
+                "pitch_hz": (
+                    float(
+                        semitones_to_hz(
+                            np.average(pitch[voiced], weights=np.maximum(seconds[voiced], 1e-3))
+                        )
+                    )
+                    if voiced.any()
+                    else None
+                ),
             }
         )
     speakers_sink = TableSink(join(out, "speakers"), _speakers_schema(dim))

@@ -71,7 +71,8 @@ def test_sample_quality_and_global_ids(run):
     report = evaluate_run(str(SAMPLE / "rttm"), str(run))
     assert report.der <= 0.06, report.text()
     assert report.count_exact >= 0.8, report.text()
-    assert report.identity_coverage >= 0.85 and report.merged_voices <= 1, report.text()
+    # Measured: 92.9 % of file-speakers on their voice's id, no merge (7 ids for 6 voices).
+    assert report.identity_coverage >= 0.85 and report.merged_voices == 0, report.text()
 
 
 def test_tables_agree(run):
@@ -92,6 +93,8 @@ def test_tables_agree(run):
     assert np.allclose(merged["speech_seconds"], merged["seconds"], atol=1e-6)
     assert (merged["file_count"] == merged["files"]).all()
     assert len(speakers["centroid"].iloc[0]) == 256
+    # Every voice of the sample is voiced speech: a pitch within the tracker's range.
+    assert speakers["pitch_hz"].between(60, 400).all(), speakers["pitch_hz"]
     # Within a file, one local label maps to one global id and two labels never share one.
     pairs = segments.drop_duplicates(["file_id", "speaker"])
     assert not pairs.duplicated(["file_id", "speaker_global"]).any()
