@@ -53,10 +53,10 @@ def frame_pitch(audio: np.ndarray) -> np.ndarray:
     shortest lag that is a local maximum within ``NEAR`` of the best, refined to the highest point
     within 10 % of it, is the period (so the period's multiples, as high as the period itself, do
     not win)."""
+    import scipy.fft
     import soxr
 
     x = soxr.resample(np.asarray(audio, dtype=np.float32), SAMPLE_RATE, PITCH_RATE, "LQ")
-    x = x.astype(np.float64)
     lo, hi = _lag_range()
     span = FRAME + hi
     if len(x) < span:
@@ -66,22 +66,23 @@ def frame_pitch(audio: np.ndarray) -> np.ndarray:
     lag_all = np.empty(len(starts), dtype=np.int64)
     energy_all = np.empty(len(starts))
     index = np.arange(span)
-    lags = np.arange(hi + 1)
+    lags = np.arange(lo, hi + 1)
     nfft = 1 << int(np.ceil(np.log2(FRAME + span)))
     for block in range(0, len(starts), 1024):
         s = starts[block : block + 1024]
         spans = x[s[:, None] + index[None, :]]
         spans = spans - spans[:, :FRAME].mean(axis=1, keepdims=True)
         head = spans[:, :FRAME]
-        num = np.fft.irfft(
-            np.conj(np.fft.rfft(head, nfft, axis=1)) * np.fft.rfft(spans, nfft, axis=1),
+        num = scipy.fft.irfft(
+            np.conj(scipy.fft.rfft(head, nfft, axis=1)) * scipy.fft.rfft(spans, nfft, axis=1),
             nfft,
             axis=1,
-        )[:, : hi + 1]
-        csum = np.concatenate([np.zeros((len(s), 1)), np.cumsum(spans**2, axis=1)], axis=1)
+        )[:, lo : hi + 1]
+        squares = spans.astype(np.float64) ** 2
+        csum = np.concatenate([np.zeros((len(s), 1)), np.cumsum(squares, axis=1)], axis=1)
         e0 = csum[:, FRAME]
         e_lag = csum[:, lags + FRAME] - csum[:, lags]
-        ncc = (num / np.sqrt(np.maximum(e0[:, None] * e_lag, 1e-20)))[:, lo:]
+        ncc = num / np.sqrt(np.maximum(e0[:, None] * e_lag, 1e-20))
         best = ncc.max(axis=1)
         peak = np.zeros(ncc.shape, dtype=bool)
         peak[:, 1:-1] = (ncc[:, 1:-1] >= ncc[:, :-2]) & (ncc[:, 1:-1] >= ncc[:, 2:])

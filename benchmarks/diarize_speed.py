@@ -139,7 +139,14 @@ def plain_script(files: list[Path]) -> float:
 def staged(files: list[Path]) -> dict[str, float]:
     """voxflow's operators in this process, timed per stage (CPU seconds)."""
     from audio_ops.clustering import cluster_speakers
-    from audio_ops.diarization import DiarizationConfig, chunk_plan, chunk_regions, diarize_windows
+    from audio_ops.diarization import (
+        DiarizationConfig,
+        chunk_cues,
+        chunk_plan,
+        chunk_regions,
+        diarize_windows,
+        spread_narrowband,
+    )
     from audio_ops.embedding import GE2EEncoder, grid_windows
     from audio_ops.io import load_audio
     from audio_ops.linking import link_speakers
@@ -147,15 +154,16 @@ def staged(files: list[Path]) -> dict[str, float]:
 
     config = DiarizationConfig()
     vad, encoder = SileroVAD(), GE2EEncoder(device="cpu")
-    times = dict.fromkeys(("decode", "vad", "embedding", "clustering", "linking"), 0.0)
+    times = dict.fromkeys(("decode", "vad", "embedding", "cues", "clustering", "linking"), 0.0)
     centroids, seconds, owners = [], [], []
+    narrow_all, pitch_all, wide_all = [], [], []
     del cluster_speakers
     for index, path in enumerate(files):
         c0 = cpu_time()
         audio, _ = load_audio(str(path), 16000)
         c1 = cpu_time()
         times["decode"] += c1 - c0
-        regions_all, starts_all, emb_all = [], [], []
+        regions_all, starts_all, emb_all, nb_all, wp_all, band = [], [], [], [], [], np.zeros(2)
         for start, end, owned_end in chunk_plan(len(audio), config.chunk):
             chunk = audio[start:end]
             c0 = cpu_time()
@@ -170,8 +178,14 @@ def staged(files: list[Path]) -> dict[str, float]:
             )
             starts_all.append(starts)
             c2 = cpu_time()
+            narrow, pitch, chunk_band = chunk_cues(encoder, chunk, starts, cs, config.embedding)
+            nb_all.append(spread_narrowband(narrow, starts, config.embedding, encoder.dim))
+            wp_all.append(pitch)
+            band = band + chunk_band
+            c3 = cpu_time()
             times["vad"] += c1 - c0
             times["embedding"] += c2 - c1
+            times["cues"] += c3 - c2
         c0 = cpu_time()
         result = diarize_windows(
             np.concatenate(regions_all),
@@ -179,13 +193,26 @@ def staged(files: list[Path]) -> dict[str, float]:
             np.concatenate(emb_all),
             len(audio) / 16000,
             config,
+            np.concatenate(nb_all),
+            np.concatenate(wp_all),
+            band,
         )
         times["clustering"] += cpu_time() - c0
         centroids.extend(result.centroids)
         seconds.extend(result.speech_seconds)
         owners.extend([index] * len(result.centroids))
+        narrow_all.extend(result.narrowband_centroids)
+        pitch_all.extend(result.pitch)
+        wide_all.extend([result.wideband] * len(result.centroids))
     c0 = cpu_time()
-    link_speakers(np.array(centroids), np.array(seconds), np.array(owners))
+    link_speakers(
+        np.array(centroids),
+        np.array(seconds),
+        np.array(owners),
+        narrowband=np.array(narrow_all),
+        wideband=np.array(wide_all),
+        pitch=np.array(pitch_all),
+    )
     times["linking"] += cpu_time() - c0
     return times
 
