@@ -287,6 +287,35 @@ def test_linking_respects_files_and_scales():
     )
 
 
+def test_blocked_linking_carries_the_cues():
+    """The k-means blocks and their second pass use the narrowband view and pitch as exact
+    linking does: a fifth of the files are narrowband, whose full-band centroids a channel
+    shifts (plain linking splits those voices), and their band-limited centroids do not."""
+    from sklearn.metrics import adjusted_rand_score
+
+    voices, rng = _voices(60)
+    narrow_voices = _voices(60, seed=1)[0]
+    files = np.repeat(np.arange(400), 3)
+    who = np.concatenate([rng.choice(60, 3, replace=False) for _ in range(400)])
+    wide = np.repeat(rng.random(400) >= 0.2, 3)
+    channel = rng.standard_normal(voices.shape[1])
+    shifted = voices[who] + np.where(wide, 0.0, 1.0)[:, None] * channel / np.linalg.norm(channel)
+    x = _samples(
+        shifted / np.linalg.norm(shifted, axis=1, keepdims=True), rng, np.arange(len(who)), 0.1
+    )
+    narrow = _samples(narrow_voices, rng, who, spread=0.1)
+    pitch = rng.uniform(30, 50, 60)[who] + rng.uniform(-0.3, 0.3, len(who))
+    cues = {"narrowband": narrow, "wideband": wide, "pitch": pitch}
+    plain = link_speakers(x, np.ones(len(x)), files, LinkingConfig(block_size=5000))
+    exact = link_speakers(x, np.ones(len(x)), files, LinkingConfig(block_size=5000), **cues)
+    blocked = link_speakers(x, np.ones(len(x)), files, LinkingConfig(block_size=200), **cues)
+    assert adjusted_rand_score(who, plain) < 0.9
+    for labels in (exact, blocked):
+        assert adjusted_rand_score(who, labels) > 0.95
+        for f in range(400):
+            assert len(set(labels[files == f])) == 3
+
+
 def test_linking_memory_is_bounded_by_the_block():
     voices, rng = _voices(300, dim=32)
     n = 20000
