@@ -7,6 +7,10 @@ global identity off the report. The cues-off run sets ``linking.pitch_weight: 0`
 ``diarization.embedding.cue_stride: 0``; it also uses the old linking threshold (0.35).
 
     python benchmarks/diarize_quality.py --seeds 1 2 3 --work /tmp/diarize_quality
+
+``--thresholds 0.15 0.2 ...`` also re-links each cues-on run at those linking thresholds: the
+run is repeated with only ``linking.threshold`` changed, which reuses its committed files and
+redoes only the linking (see pipelines/resume.py), and each is scored the same way.
 """
 
 from __future__ import annotations
@@ -50,9 +54,11 @@ def make_set(work: Path, seed: int) -> Path:
     return root
 
 
-def diarize_and_score(root: Path, out: Path, config: Path | None) -> dict[str, float]:
+def diarize_and_score(
+    root: Path, out: Path, config: Path | None, overwrite: bool = True
+) -> dict[str, float]:
     cmd = [sys.executable, "-m", "pipelines.cli", "diarize", str(root / "audio"), "--out", str(out)]
-    cmd += ["--overwrite", "-q"]
+    cmd += ["--overwrite", "-q"] if overwrite else ["-q"]
     if config is not None:
         cmd += ["--config", str(config)]
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -95,6 +101,9 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--work", type=Path, default=Path("/tmp/diarize_quality"))
     ap.add_argument("--include-sample", action="store_true", default=True)
+    ap.add_argument(
+        "--thresholds", type=float, nargs="*", default=[], help="also re-link at these thresholds"
+    )
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     off = args.work / "cues_off.yaml"
@@ -115,6 +124,21 @@ def main() -> int:
                 f"{scores['identity_pct']:10.1f} {scores['merged_ids']:7d} {scores['global_speakers']:7d}",
                 flush=True,
             )
+            if cues != "on":
+                continue
+            for threshold in args.thresholds:
+                relink = args.work / f"threshold_{threshold}.yaml"
+                relink.write_text(f"linking: {{threshold: {threshold}}}\n")
+                scores = diarize_and_score(
+                    root, args.work / f"out_{tag}_{cues}", relink, overwrite=False
+                )
+                rows.append({"set": name, "cues": cues, "threshold": threshold, **scores})
+                print(
+                    f"{name:<8} {cues:<4} threshold {threshold}: identity "
+                    f"{scores['identity_pct']:.1f} %, merged ids {scores['merged_ids']}, "
+                    f"global {scores['global_speakers']}",
+                    flush=True,
+                )
     path = save({"machine": machine(), "rows": rows}, "diarize_quality")
     print(f"results: {path}")
     return 0

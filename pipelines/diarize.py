@@ -375,7 +375,16 @@ def run_diarize(
     if config.write_embeddings:
         schemas["embeddings"] = EMBEDDINGS_SCHEMA
     store = ShardStore(out, schemas, config.commit_files, config.commit_seconds)
-    state = open_run(out, "diarize", config, store, overwrite=overwrite, owned=OUTPUTS)
+    state = open_run(
+        out,
+        "diarize",
+        config,
+        store,
+        overwrite=overwrite,
+        owned=OUTPUTS,
+        shard_config=shard_config(config),
+        quiet=quiet,
+    )
     if state.finished(by_id):
         return state.previous_summary(len(listing), quiet)
     todo = state.start(listing, quiet, started_at)
@@ -629,6 +638,13 @@ def _analysis_pool(overrides: dict[str, StageResources], reserve: float) -> Stag
     pool = max(1, int(cpus // declared.num_cpus))
     share = min(declared.num_cpus, max((cpus - reserve) / pool, 0.05))
     return replace(declared, num_cpus=round(share, 3), min_actors=pool, max_actors=pool)
+
+
+def shard_config(config: DiarizeRunConfig) -> dict[str, Any]:
+    """The part of the config that a file's committed rows depend on: a run that changes only the
+    rest (global ``linking``, ``resources``, commit sizes...) reuses every committed file and
+    only links and writes again."""
+    return {"diarization": config.diarization, "write_embeddings": config.write_embeddings}
 
 
 def _finalise(

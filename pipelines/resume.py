@@ -12,7 +12,10 @@ When a job starts, :func:`open_run` reads ``OUT/_run.json``:
 - same job, same config hash: resume. Committed inputs are skipped (and said so); orphans of a
   shard that was cut off (tables written before the marker) and temporary files are removed.
 - another config: refused with a message naming both hashes, unless ``overwrite``, which deletes
-  the previous run's outputs first.
+  the previous run's outputs first. A job whose committed shards depend on only part of its
+  config (``voxflow diarize``: everything but the global ``linking`` stage) passes that part as
+  ``shard_config``; a run that changes only the rest reuses every committed input and redoes only
+  the corpus-wide step (re-linking 10,000 hours then takes seconds, not hours).
 - a finished run whose inputs are all committed: nothing to do, and nothing is written.
 
 The final tables (``files/``, ``segments/``...) are rebuilt from the shards at the end of a run.
@@ -199,6 +202,8 @@ class RunState:
         previous: the ``_run.json`` found there, if any.
         committed: file ids committed by earlier runs with this config.
         skipped: inputs of this run that were committed already (set by :meth:`start`).
+        shards_hash: hash of the part of the config the committed shards depend on (None: all
+            of it).
     """
 
     out: str
@@ -207,6 +212,7 @@ class RunState:
     previous: dict[str, Any] | None = None
     committed: set[str] = field(default_factory=set)
     skipped: int = 0
+    shards_hash: str | None = None
 
     def finished(self, file_ids: Iterable[str]) -> bool:
         """True when an earlier run completed and committed every one of ``file_ids``: there is
@@ -214,6 +220,7 @@ class RunState:
         return bool(
             self.previous
             and self.previous.get("status", "complete") == "complete"
+            and self.previous.get("config_hash") == self.config_hash
             and set(file_ids) <= self.committed
         )
 
@@ -264,7 +271,8 @@ class RunState:
 
     def complete(self, record: dict[str, Any]) -> None:
         """Write the finished run's ``_run.json`` (``record`` marked complete)."""
-        write_run_json(self.out, {**record, "status": "complete"})
+        extra = {} if self.shards_hash is None else {"shards_hash": self.shards_hash}
+        write_run_json(self.out, {**record, **extra, "status": "complete"})
 
     def previous_summary(self, inputs: int, quiet: bool) -> JobSummary:
         """The summary of the finished run found in ``out``, when there is nothing to do (nothing
@@ -297,6 +305,8 @@ class RunState:
             status="running",
             started_at=started_at or utc_now(),
         )
+        if self.shards_hash is not None:
+            record["shards_hash"] = self.shards_hash
         write_run_json(self.out, record)
 
 
@@ -308,6 +318,8 @@ def open_run(
     *,
     overwrite: bool = False,
     owned: Iterable[str] = (),
+    shard_config: Any = None,
+    quiet: bool = True,
 ) -> RunState:
     """Check ``out`` against this run and load what earlier runs committed.
 
@@ -319,17 +331,34 @@ def open_run(
         overwrite: delete a previous run's outputs instead of refusing a different config.
         owned: the folders and files (relative to ``out``) this job writes; ``overwrite`` deletes
             them, and nothing else.
+        shard_config: the part of ``config`` that the committed shards depend on. A previous run
+            of the same job whose config differs from this one only outside that part is not
+            refused: its committed inputs are reused, and only the job's final step runs again.
+        quiet: do not say so when that happens.
 
     Raises:
         ConfigError: ``out`` holds outputs of another job or config and ``overwrite`` is False.
     """
     digest = config_hash(config)
+    shards = None if shard_config is None else config_hash(shard_config)
     previous = read_run_json(out)
     if previous is not None and overwrite:
         for rel in [*owned, SHARDS_DIR, "_run.json"]:
             _remove(join(out, rel), recursive=True)
         previous = None
     if previous is not None:
+        same_shards = shards is not None and previous.get("shards_hash") == shards
+        if previous.get("job") == job and previous.get("config_hash") != digest and same_shards:
+            committed = store.committed_ids()
+            if not quiet:
+                print(
+                    f"voxflow {job}: the config changed (hash "
+                    f"{str(previous.get('config_hash'))[:12]} -> {digest[:12]}) in nothing the "
+                    f"{len(committed)} committed inputs depend on: reusing them, redoing the "
+                    "corpus-wide step",
+                    file=sys.stderr,
+                )
+            return RunState(out, job, digest, previous, committed, shards_hash=shards)
         if previous.get("job") != job or previous.get("config_hash") != digest:
             raise ConfigError(
                 f"{out} holds a {previous.get('job')} run with config hash "
@@ -337,7 +366,7 @@ def open_run(
                 "refusing to mix their outputs (pass --overwrite to replace them, or choose "
                 "another --out)"
             )
-        return RunState(out, job, digest, previous, store.committed_ids())
+        return RunState(out, job, digest, previous, store.committed_ids(), shards_hash=shards)
     # No run record: shards without one belong to nobody we can vouch for.
     store.remove_all()
-    return RunState(out, job, digest)
+    return RunState(out, job, digest, shards_hash=shards)

@@ -76,6 +76,26 @@ def test_a_changed_config_is_refused_unless_overwrite(tmp_path):
     assert (tmp_path / "notes.txt").exists()  # only what the job owns is deleted
 
 
+def test_a_change_outside_the_shard_config_reuses_committed_inputs(tmp_path):
+    store = ShardStore(str(tmp_path), SCHEMAS)
+    first = open_run(str(tmp_path), "diarize", {"x": 1, "link": 1}, store, shard_config={"x": 1})
+    store.add("a", _rows("a", 1))
+    store.flush()
+    first.complete({"job": "diarize", "config_hash": first.config_hash})
+    same = open_run(str(tmp_path), "diarize", {"x": 1, "link": 1}, store, shard_config={"x": 1})
+    assert same.finished(["a"])
+    # Same shard config, another final step: committed inputs reused, and the run is not
+    # "finished" (its final step must run again with the new config).
+    relink = open_run(str(tmp_path), "diarize", {"x": 1, "link": 2}, store, shard_config={"x": 1})
+    assert relink.committed == {"a"} and not relink.finished(["a"])
+    assert store.committed_ids() == {"a"}
+    # A change the shards depend on is still refused, and so is a job that states no shard config.
+    with pytest.raises(ConfigError, match="--overwrite"):
+        open_run(str(tmp_path), "diarize", {"x": 2, "link": 1}, store, shard_config={"x": 2})
+    with pytest.raises(ConfigError, match="--overwrite"):
+        open_run(str(tmp_path), "diarize", {"x": 1, "link": 2}, store)
+
+
 def _corpus(root: Path, copies: int) -> Path:
     for c in range(copies):
         for path in sorted((SAMPLE / "audio").iterdir()):
@@ -174,6 +194,48 @@ def test_changed_config_refuses_then_overwrite_replaces(ray_local, tmp_path, cap
     )
     files = pd.read_parquet(out / "files")
     assert list(files["num_speakers"]) == [3]
+
+
+@pytest.mark.integration
+def test_a_new_linking_config_relinks_without_diarizing_again(ray_local, tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in sorted(os.listdir(SAMPLE / "audio"))[:3]:
+        shutil.copy(SAMPLE / "audio" / name, corpus)
+    out = tmp_path / "out"
+    assert main(["diarize", str(corpus), "--out", str(out), "-q"]) == 0
+    files_before, segments_before = _tables(out)
+    shards = {k: v for k, v in _snapshot(out).items() if k.startswith(SHARDS_DIR)}
+    speakers_before = pd.read_parquet(out / "speakers")
+    assert len(speakers_before) < len(segments_before.groupby(["file_id", "speaker"]))
+
+    # A linking threshold so strict that no two file-speakers link: every one is its own voice.
+    config = tmp_path / "strict.yaml"
+    config.write_text("linking: {threshold: 0.000001, pitch_weight: 0}\n")
+    capsys.readouterr()
+    assert main(["diarize", str(corpus), "--out", str(out), "--config", str(config)]) == 0
+    assert "reusing them" in capsys.readouterr().err
+    after = _snapshot(out)
+    assert {k: v for k, v in after.items() if k.startswith(SHARDS_DIR)} == shards  # no re-run
+    files_after, segments_after = _tables(out)
+    pd.testing.assert_frame_equal(files_after, files_before)
+    pd.testing.assert_frame_equal(
+        segments_after.drop(columns="speaker_global"), segments_before.drop(columns="speaker_global")
+    )
+    pairs = segments_after.groupby(["file_id", "speaker"])["speaker_global"].agg(set)
+    assert all(len(g) == 1 for g in pairs)
+    assert len({next(iter(g)) for g in pairs}) == len(pairs)  # one global id per file-speaker
+    assert len(pd.read_parquet(out / "speakers")) == len(pairs)
+    run = json.loads((out / "_run.json").read_text())
+    assert run["config"]["linking"]["threshold"] == 0.000001 and run["status"] == "complete"
+
+    # The same again is a finished run: nothing written. Back to the defaults: the first ids.
+    assert main(["diarize", str(corpus), "--out", str(out), "--config", str(config), "-q"]) == 0
+    assert _snapshot(out) == after
+    assert main(["diarize", str(corpus), "--out", str(out), "-q"]) == 0
+    pd.testing.assert_frame_equal(_tables(out)[1], segments_before)
+    # A change to what the files' rows depend on is still refused.
+    assert main(["diarize", str(corpus), "--out", str(out), "--num-speakers", "2", "-q"]) == 2
 
 
 @pytest.mark.integration
