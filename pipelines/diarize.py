@@ -14,6 +14,7 @@ back file by file (no all-to-all barrier), which keeps the progress line live.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections import defaultdict
@@ -375,10 +376,19 @@ def run_diarize(
     if config.write_embeddings:
         schemas["embeddings"] = EMBEDDINGS_SCHEMA
     store = ShardStore(out, schemas, config.commit_files, config.commit_seconds)
+    # Known speakers name global ids in the final step, so a new table re-links (reusing every
+    # committed file) instead of finding the run finished.
+    run_identity: Any = config
+    known_digest = None
+    if speakers:
+        digest = hashlib.sha256("\n".join(enrolled_names).encode("utf-8"))
+        digest.update(np.ascontiguousarray(enrolled, dtype=np.float32).tobytes())
+        known_digest = digest.hexdigest()
+        run_identity = {"config": config, "known_speakers": known_digest}
     state = open_run(
         out,
         "diarize",
-        config,
+        run_identity,
         store,
         overwrite=overwrite,
         owned=OUTPUTS,
@@ -479,16 +489,17 @@ def run_diarize(
     progress.close()
     summary, counts = _finalise(state, store, by_id, config, enrolled_names, enrolled)
     summary.wall_seconds = time.perf_counter() - t0
-    state.complete(
-        summary.run_record(
-            inputs,
-            config,
-            started_at,
-            counts={**counts, "skipped_committed": state.skipped},
-            speakers=speakers,
-            ray_data_stats=str(stats_text),
-        )
+    record = summary.run_record(
+        inputs,
+        config,
+        started_at,
+        counts={**counts, "skipped_committed": state.skipped},
+        speakers=speakers,
+        ray_data_stats=str(stats_text),
     )
+    if known_digest:
+        record["known_speakers_sha256"] = known_digest
+    state.complete(record)
     return summary
 
 

@@ -272,6 +272,8 @@ class RunState:
     def complete(self, record: dict[str, Any]) -> None:
         """Write the finished run's ``_run.json`` (``record`` marked complete)."""
         extra = {} if self.shards_hash is None else {"shards_hash": self.shards_hash}
+        # The hash this run was opened with (a job may hash more than its config).
+        extra["config_hash"] = self.config_hash
         write_run_json(self.out, {**record, **extra, "status": "complete"})
 
     def previous_summary(self, inputs: int, quiet: bool) -> JobSummary:

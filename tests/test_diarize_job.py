@@ -193,12 +193,17 @@ def test_num_speakers_and_enrollment(ray_local, tmp_path):
         for n in ("conv03_overlap_4spk.flac", "conv05_stereo44k_3spk.ogg", "conv02_noisy_2spk.flac")
     ]
     out = tmp_path / "out"
+    assert main(["diarize", *inputs, "--out", str(out), "-q"]) == 0
+    assert pd.read_parquet(out / "speakers")["name"].isna().all()
+    shards = sorted((p, p.stat().st_mtime_ns) for p in (out / "_shards").rglob("*"))
+    # Known speakers added to a finished run: named without diarizing the files again.
     assert (
         main(
             ["diarize", *inputs, "--out", str(out), "--speakers", str(tmp_path / "known.csv"), "-q"]
         )
         == 0
     )
+    assert sorted((p, p.stat().st_mtime_ns) for p in (out / "_shards").rglob("*")) == shards
     speakers = pd.read_parquet(out / "speakers")
     named = speakers[speakers["name"] == "Alice"]
     assert len(named) == 1 and named["file_count"].iloc[0] == 2  # slt speaks in conv03 and conv05
