@@ -462,16 +462,28 @@ class SpeakerCheckOperator:
 
 
 class TranscribeAt16k:
-    """Transcription stage: the Whisper operator, fed 16 kHz whatever the run's rate."""
+    """Transcription stage: the Whisper operator, fed 16 kHz whatever the run's rate.
+
+    Each actor runs Whisper with ``threads`` CPU threads (the stage's reserved CPUs, at least one,
+    as in ``voxflow transcribe``) unless ``transcription.cpu_threads`` is set, and the pool starts
+    with both its actors: transcription is two thirds of the job's CPU, and an actor that starts
+    mid-run pays its imports and model load for little work. Measured with ``examples/clean.yaml``
+    on 2 cores (benchmarks/clean_speed.py's 12.7 min corpus, 3 runs each, whole process tree):
+    before, Whisper ran one thread per core in each actor and the pool grew from one actor,
+    64.0-66.4 s and 115-121 CPU-s; with one thread only, 60.3-62.8 s; now 57.1-63.4 s and
+    103-114 CPU-s.
+    """
 
     uses_model = True
     num_cpus = 0.5
     batch_size = 4
+    min_actors = 2
+    max_actors = 2
 
-    def __init__(self, config: Any):
+    def __init__(self, config: Any, threads: int = 1):
         from audio_ops.transcription import TranscribeOperator
 
-        self.inner = TranscribeOperator(config)
+        self.inner = TranscribeOperator(config, threads=config.cpu_threads or threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from audio_ops.io import resample
@@ -633,6 +645,9 @@ def run_clean(
             for step in STEP_ORDER:
                 if step in config.steps:
                     cls, kwargs = _step_operator(step, config)
+                    if step == "transcribe":
+                        reserved = resources_for(cls, res, step).num_cpus
+                        kwargs["threads"] = max(1, int(round(reserved)))
                     stages.append((step, cls, kwargs, None))
             stages.append(("filter", FilterWriteOperator, {"rules": rules, "out": out}, False))
             plans = {
