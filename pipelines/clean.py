@@ -42,7 +42,7 @@ from pipelines.sinks import (
     write_table_atomic,
 )
 from pipelines.sources import list_corpus
-from pipelines.stages import apply_operator, fit_to_cluster, resources_for
+from pipelines.stages import apply_operator, fit_to_cluster, resources_for, threads_for
 
 #: Steps in the order they run; ``steps:`` in the config picks a subset.
 STEP_ORDER = ("separate", "enhance", "speaker", "transcribe", "quality")
@@ -646,8 +646,7 @@ def run_clean(
                 if step in config.steps:
                     cls, kwargs = _step_operator(step, config)
                     if step == "transcribe":
-                        reserved = resources_for(cls, res, step).num_cpus
-                        kwargs["threads"] = max(1, int(round(reserved)))
+                        kwargs["threads"] = threads_for(cls, res, step)
                     stages.append((step, cls, kwargs, None))
             stages.append(("filter", FilterWriteOperator, {"rules": rules, "out": out}, False))
             plans = {

@@ -39,7 +39,7 @@ from pipelines.resume import ShardStore, open_run
 from pipelines.runtime import ErrorPolicy, Progress, RaySession
 from pipelines.sinks import TableSink, is_local, join, normalize_uri, utc_now
 from pipelines.sources import list_corpus
-from pipelines.stages import apply_operator, fit_to_cluster, resources_for
+from pipelines.stages import apply_operator, fit_to_cluster, resources_for, threads_for
 
 
 class _RowsByFile:
@@ -395,10 +395,9 @@ class FileJob:
         return job.run(inputs, address=address, num_cpus=num_cpus)
 
     def threads_for(self, operator: type, stage: str) -> int:
-        """CPU threads an actor of ``stage`` runs its model with: the CPUs the stage reserves
-        (declared or configured, before fitting to a small cluster), at least one."""
-        overrides = getattr(self.config, "resources", {}) or {}
-        return max(1, int(round(resources_for(operator, overrides, stage).num_cpus)))
+        """CPU threads an actor of ``stage`` runs its model with (see
+        :func:`pipelines.stages.threads_for`)."""
+        return threads_for(operator, getattr(self.config, "resources", {}) or {}, stage)
 
     def _fitted_stages(self, stages: list[Stage], total_cpus: float) -> dict[str, StageResources]:
         overrides = getattr(self.config, "resources", {}) or {}

@@ -55,6 +55,12 @@ def resources_for(
     return declared
 
 
+def threads_for(operator_cls: type, overrides: dict[str, StageResources], stage: str) -> int:
+    """CPU threads an actor of ``stage`` runs its model with: the CPUs the stage reserves
+    (declared or configured, before fitting to a small cluster), at least one."""
+    return max(1, int(round(resources_for(operator_cls, overrides, stage).num_cpus)))
+
+
 def _slice(batch: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
     return {k: v[i : i + 1] for k, v in batch.items()}
 
