@@ -120,4 +120,6 @@ def test_clean_transcribe_stage_runs_whisper_on_its_reserved_threads():
     assert stage.inner.config.threads() == 1
     assert TranscribeAt16k(TranscriptionConfig(), threads=3).inner.config.threads() == 3
     # An explicit transcription.cpu_threads wins.
-    assert TranscribeAt16k(TranscriptionConfig(cpu_threads=2), threads=1).inner.config.threads() == 2
+    assert (
+        TranscribeAt16k(TranscriptionConfig(cpu_threads=2), threads=1).inner.config.threads() == 2
+    )

@@ -220,7 +220,8 @@ def test_a_new_linking_config_relinks_without_diarizing_again(ray_local, tmp_pat
     files_after, segments_after = _tables(out)
     pd.testing.assert_frame_equal(files_after, files_before)
     pd.testing.assert_frame_equal(
-        segments_after.drop(columns="speaker_global"), segments_before.drop(columns="speaker_global")
+        segments_after.drop(columns="speaker_global"),
+        segments_before.drop(columns="speaker_global"),
     )
     pairs = segments_after.groupby(["file_id", "speaker"])["speaker_global"].agg(set)
     assert all(len(g) == 1 for g in pairs)
