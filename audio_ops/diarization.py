@@ -149,7 +149,7 @@ def cue_mask(window_starts: np.ndarray, config: EmbeddingConfig) -> np.ndarray:
     ``cue_stride``-th step of the file-wide window grid (the same windows whichever chunk holds
     them)."""
     starts = np.asarray(window_starts, dtype=np.float64)
-    if config.cue_stride <= 0:
+    if config.cue_stride <= 0 or not config.narrowband:
         return np.zeros(len(starts), dtype=bool)
     return np.round(starts / config.hop).astype(np.int64) % config.cue_stride == 0
 

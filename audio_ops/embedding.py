@@ -49,6 +49,8 @@ class EmbeddingConfig:
             band-limited to 300-3400 Hz, a cue global linking uses to link telephone-band
             recordings with wideband ones (0: no cues at all, pitch included).
         pitch: measure every window's median pitch, the other linking cue.
+        narrowband: embed the ``cue_stride`` windows band-limited too (false: pitch is the only
+            cue; CAM++ links telephone-band speakers well on its full-band embeddings).
     """
 
     model: str = "resemblyzer"
@@ -60,6 +62,7 @@ class EmbeddingConfig:
     device: str = "auto"
     cue_stride: int = 4
     pitch: bool = True
+    narrowband: bool = True
 
     def __post_init__(self) -> None:
         if self.cue_stride < 0:

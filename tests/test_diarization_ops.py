@@ -567,3 +567,24 @@ def test_turns_of_a_three_hour_file_in_bounded_memory():
     tracemalloc.stop()
     assert len(turns) >= len(regions)
     assert peak < 400 * 2**20  # a frames x windows matrix would be tens of GB
+
+
+def test_pitch_without_narrowband_embeddings(conv, campplus):
+    """``narrowband: false`` keeps the pitch cue and embeds no band-limited windows; the
+    file's narrowband centroids are then its full-band ones (linking compares full-band)."""
+    from audio_ops.diarization import chunk_cues, cue_mask
+
+    audio, _ = conv
+    starts = np.arange(0.0, 20.0, 0.75)
+    on = EmbeddingConfig(model="campplus", device="cpu")
+    off = EmbeddingConfig(model="campplus", device="cpu", narrowband=False)
+    assert cue_mask(starts, on).sum() == int(np.ceil(len(starts) / 4))
+    assert not cue_mask(starts, off).any()
+    narrow, pitch, _ = chunk_cues(campplus, audio[: 22 * 16000], starts, 0.0, off)
+    assert narrow.shape == (0, 192)
+    assert np.isfinite(pitch).mean() > 0.5  # most windows of the speech are voiced
+
+    config = DiarizationConfig(embedding=off)
+    result = diarize_audio(audio, config, SileroVAD(), campplus)
+    assert np.isfinite(result.pitch).all()
+    np.testing.assert_allclose(result.narrowband_centroids, result.centroids)
