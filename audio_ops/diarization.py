@@ -12,6 +12,7 @@ import numpy as np
 
 from audio_ops.clustering import ClusteringConfig, cluster_speakers
 from audio_ops.embedding import EmbeddingConfig, SpeakerEncoder, grid_windows
+from audio_ops.profiles import ProfileConfig
 from audio_ops.turns import Turn, TurnConfig, build_turns
 from audio_ops.vad import SAMPLE_RATE, EnergyVAD, SileroVAD, VadConfig, probs_to_regions
 
@@ -43,6 +44,7 @@ class DiarizationConfig:
         clustering: per-file clustering.
         turns: turn smoothing.
         chunk: chunking of long files.
+        profile: speaker profiles for global linking (:mod:`audio_ops.profiles`).
     """
 
     vad: VadConfig = field(default_factory=VadConfig)
@@ -50,6 +52,7 @@ class DiarizationConfig:
     clustering: ClusteringConfig = field(default_factory=ClusteringConfig)
     turns: TurnConfig = field(default_factory=TurnConfig)
     chunk: ChunkConfig = field(default_factory=ChunkConfig)
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
 
     def __post_init__(self) -> None:
         if self.chunk.overlap < self.embedding.window:

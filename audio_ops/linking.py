@@ -53,6 +53,9 @@ class LinkingConfig:
         threshold: ``cosine``: cosine distance above which clusters are not merged.
         pitch_weight: largest distance the pitch cue adds (0: pitch is ignored).
         pitch_sigma: semitones of pitch difference over which that penalty builds up.
+        profile_weight: share of a pair's distance that comes from the speakers' profiles
+            (:mod:`audio_ops.profiles`), where every file-speaker has one; the window centroids
+            give the rest.
         snorm_threshold: ``snorm``: normalised score below which clusters are not merged.
         cohort_top: s-norm statistics use each item's this many closest cohort items.
         cohort_size: cohort items (evenly spaced over the input) for s-norm statistics.
@@ -64,6 +67,7 @@ class LinkingConfig:
     threshold: float = 0.3
     pitch_weight: float = 0.5
     pitch_sigma: float = 2.0
+    profile_weight: float = 0.5
     snorm_threshold: float = 1.5
     cohort_top: int = 20
     cohort_size: int = 5000
@@ -79,6 +83,8 @@ class LinkingConfig:
             raise ValueError("need 2 <= linking.cohort_top <= linking.cohort_size")
         if self.pitch_weight < 0 or self.pitch_sigma <= 0:
             raise ValueError("need linking.pitch_weight >= 0 and linking.pitch_sigma > 0")
+        if not 0 <= self.profile_weight < 1:
+            raise ValueError("linking.profile_weight must lie in [0, 1)")
         if self.block_size < 10:
             raise ValueError("linking.block_size must be >= 10")
 
@@ -117,6 +123,13 @@ class _Cues:
 
 def _normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _with_profiles(x: np.ndarray, profiles: np.ndarray, weight: float) -> np.ndarray:
+    """Rows ``[sqrt(1 - w) x, sqrt(w) p]``: unit vectors whose cosine is the weighted mix of
+    the two cosines (a row of NaN in ``profiles`` contributes zeros)."""
+    p = _normalise(np.nan_to_num(profiles, nan=0.0))
+    return _normalise(np.hstack([np.sqrt(1 - weight) * x, np.sqrt(weight) * p]))
 
 
 def _cannot_link(groups: list[frozenset[int]]) -> np.ndarray:
@@ -311,6 +324,7 @@ def link_speakers(
     narrowband: np.ndarray | None = None,
     wideband: np.ndarray | None = None,
     pitch: np.ndarray | None = None,
+    profiles: np.ndarray | None = None,
 ) -> np.ndarray:
     """Global speaker labels for per-file speaker centroids.
 
@@ -322,12 +336,30 @@ def link_speakers(
         narrowband: ``(n, d)`` centroids of the band-limited view (see the module doc).
         wideband: ``(n,)`` whether each item's recording is wideband (default: all are).
         pitch: ``(n,)`` median pitch in semitones (NaN: unknown).
+        profiles: ``(n, p)`` speaker profiles (:mod:`audio_ops.profiles`; a row of NaN: none).
+            A pair's cosine distance is then ``1 - profile_weight`` parts centroid (or
+            narrowband centroid) distance and ``profile_weight`` parts profile distance. An item
+            without a profile (a speaker with no speech to read) keeps only its centroid part,
+            which puts it at least ``1 - sqrt(1 - profile_weight)`` from every other item.
 
     Returns:
         ``(n,)`` labels ``0..k-1``, numbered by first appearance in the input order.
     """
     config = config or LinkingConfig()
     x = _normalise(np.asarray(centroids, dtype=np.float64))
+    if profiles is not None and config.profile_weight > 0 and len(x):
+        profiles = np.asarray(profiles, dtype=np.float64)
+        if profiles.ndim != 2 or len(profiles) != len(x):
+            raise ValueError("profiles must have one row per centroid")
+        if narrowband is not None and np.shape(narrowband) != x.shape:
+            raise ValueError("narrowband centroids must have the centroids' shape")
+        x = _with_profiles(x, profiles, config.profile_weight)
+        if narrowband is not None:
+            narrowband = _with_profiles(
+                _normalise(np.asarray(narrowband, dtype=np.float64)),
+                profiles,
+                config.profile_weight,
+            )
     n = len(x)
     if n == 0:
         return np.zeros(0, dtype=np.int64)

@@ -30,6 +30,7 @@ from audio_ops.diarization import DiarizationConfig, diarize_chunks, iter_chunks
 from audio_ops.errors import error_kind
 from audio_ops.linking import LinkingConfig, global_centroids, link_speakers, match_enrolled
 from audio_ops.pitch import semitones_to_hz
+from audio_ops.profiles import profile_encoder, speaker_profiles
 from pipelines.config import ConfigError, StageResources
 from pipelines.probe import JobSummary
 from pipelines.resume import RunState, ShardStore, open_run
@@ -214,11 +215,21 @@ def _chunk_row(file_id, path, index, start, owned, samples, is_last) -> dict[str
 
 
 def diarize_file_task(
-    chunks: list[dict[str, Any]], config: DiarizationConfig, keep_windows: bool
+    chunks: list[dict[str, Any]], config: DiarizationConfig, keep_windows: bool, path: str = ""
 ) -> dict[str, Any]:
     """Cluster one file's gathered chunks (runs as a Ray task): turns, centroids, and the window
-    embeddings when ``keep_windows``."""
+    embeddings when ``keep_windows``; with ``diarization.profile`` on, each local speaker's
+    profile, from its speech read back from ``path``."""
     result = diarize_chunks(chunks, config)
+    profiles = None
+    if config.profile.enabled and len(result.centroids):
+        profiles = speaker_profiles(
+            path,
+            result.turns,
+            len(result.centroids),
+            config.profile,
+            profile_encoder(config.profile),
+        )
     out = {
         "duration": max(float(r["chunk_start"]) + int(r["num_samples"]) / 16000 for r in chunks),
         "turns": [(t.start, t.end, t.speaker, t.confidence, t.overlap) for t in result.turns],
@@ -228,6 +239,7 @@ def diarize_file_task(
         "wideband": result.wideband,
         "speech_seconds": result.speech_seconds,
         "num_windows": result.num_windows,
+        "profiles": profiles,
     }
     if keep_windows:
         out["window_starts"] = result.window_starts
@@ -318,6 +330,7 @@ CENTROIDS_SCHEMA = pa.schema(
         ("narrowband_centroid", pa.list_(pa.float32())),
         ("pitch", pa.float64()),
         ("wideband", pa.bool_()),
+        ("profile", pa.list_(pa.float32())),
     ]
 )
 
@@ -366,6 +379,8 @@ def run_diarize(
     enrolled_names, enrolled = (
         _load_enrolled(speakers, dconf) if speakers else ([], np.zeros((0, 0)))
     )
+    if dconf.profile.enabled:  # a bad profile model fails here, not once per file
+        profile_encoder(dconf.profile)
 
     from pipelines.probe import files_schema as _listing_schema  # listing columns + manifest ones
 
@@ -451,6 +466,11 @@ def run_diarize(
                         float(result["pitch"][k]) if np.isfinite(result["pitch"][k]) else None
                     ),
                     "wideband": bool(result["wideband"]),
+                    "profile": (
+                        None
+                        if result.get("profiles") is None
+                        else np.asarray(result["profiles"][k], np.float32).tolist()
+                    ),
                 }
                 for k, centroid in enumerate(result["centroids"])
             ],
@@ -527,7 +547,10 @@ def _run_pipeline(todo, config, finish_ok, finish_error, done: set[str]) -> str:
     res = config.resources
     decode = res.get("decode", StageResources(num_cpus=0.25, batch_size=1))
     cluster = res.get("cluster", StageResources(num_cpus=0.25))
-    task = ray.remote(num_cpus=cluster.num_cpus, max_retries=2)(diarize_file_task)
+    # resources.cluster.num_gpus puts the profile pass (diarization.profile) on a GPU.
+    task = ray.remote(num_cpus=cluster.num_cpus, num_gpus=cluster.num_gpus, max_retries=2)(
+        diarize_file_task
+    )
     ds = ray.data.from_items(
         [{"file_id": r["file_id"], "path": r["path"]} for r in todo],
         override_num_blocks=min(len(todo), 1000),
@@ -623,7 +646,7 @@ def _run_pipeline(todo, config, finish_ok, finish_error, done: set[str]) -> str:
                 }
                 for r in complete
             ]
-            inflight[task.remote(slim, dconf, config.write_embeddings)] = file_id
+            inflight[task.remote(slim, dconf, config.write_embeddings, row["path"])] = file_id
         collect(block=False)
     while inflight:
         collect(block=True)
@@ -673,8 +696,9 @@ def _finalise(
     summary, seen = state.rebuild_files(store, by_id)
 
     # Global linking: deterministic order (file_id, local speaker).
-    # Rows: (file_id, local speaker, centroid, seconds, narrowband centroid, pitch, wideband).
-    centroid_rows: list[tuple[str, int, np.ndarray, float, np.ndarray, float, bool]] = []
+    # Rows: (file_id, local speaker, centroid, seconds, narrowband centroid, pitch, wideband,
+    # profile).
+    centroid_rows: list[tuple[str, int, np.ndarray, float, np.ndarray, float, bool, Any]] = []
     for table in store.read("centroids"):
         for row in table.to_pylist():
             if row["file_id"] in seen:
@@ -687,6 +711,7 @@ def _finalise(
                         np.asarray(row["narrowband_centroid"] or [], np.float32),
                         np.nan if row["pitch"] is None else float(row["pitch"]),
                         bool(row["wideband"]),
+                        row.get("profile"),
                     )
                 )
     centroid_rows.sort(key=lambda r: (r[0], r[1]))
@@ -701,6 +726,12 @@ def _finalise(
             if all(r[4].shape == (dim,) for r in centroid_rows)
             else None
         )
+        # Profiles take part when every file-speaker has one (runs made without them have none).
+        profiles = (
+            np.array([r[7] for r in centroid_rows], dtype=np.float64)
+            if all(r[7] for r in centroid_rows) and len({len(r[7]) for r in centroid_rows}) == 1
+            else None
+        )
         labels = link_speakers(
             matrix,
             seconds,
@@ -709,6 +740,7 @@ def _finalise(
             narrowband=narrow,
             wideband=np.array([r[6] for r in centroid_rows]),
             pitch=pitch,
+            profiles=profiles,
         )
         gcent = global_centroids(matrix, seconds, labels)
     else:
