@@ -8,6 +8,9 @@ global identity off the report. The cues-off run sets ``linking.pitch_weight: 0`
 
     python benchmarks/diarize_quality.py --seeds 1 2 3 --work /tmp/diarize_quality
 
+``--configs default profiles=examples/profiles.yaml`` runs those configs instead of the cues
+on / off pair (``default``: no config file; ``NAME=FILE``: that YAML).
+
 ``--thresholds 0.15 0.2 ...`` also re-links each cues-on run at those linking thresholds: the
 run is repeated with only ``linking.threshold`` changed, which reuses its committed files and
 redoes only the linking (see pipelines/resume.py), and each is scored the same way.
@@ -104,23 +107,35 @@ def main() -> int:
     ap.add_argument(
         "--thresholds", type=float, nargs="*", default=[], help="also re-link at these thresholds"
     )
+    ap.add_argument(
+        "--configs",
+        nargs="+",
+        default=None,
+        help="configs to run instead of cues on/off: 'default' or NAME=FILE",
+    )
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     off = args.work / "cues_off.yaml"
     off.write_text(CUES_OFF)
+    configs: list[tuple[str, Path | None]] = [("on", None), ("off", off)]
+    if args.configs:
+        configs = []
+        for item in args.configs:
+            name, _, file = item.partition("=")
+            configs.append(("on", None) if item == "default" else (name, Path(file).resolve()))
     sets = [("sample", ROOT / "examples" / "sample")] if args.include_sample else []
     sets += [(f"seed {s}", make_set(args.work, s)) for s in args.seeds]
     rows = []
     print(
-        f"{'set':<8} {'cues':<4} {'DER%':>6} {'count%':>7} {'identity%':>10} {'merged':>7} {'global':>7}"
+        f"{'set':<8} {'config':<8} {'DER%':>6} {'count%':>7} {'identity%':>10} {'merged':>7} {'global':>7}"
     )
     for name, root in sets:
-        for cues, config in (("on", None), ("off", off)):
+        for cues, config in configs:
             tag = name.replace(" ", "")
             scores = diarize_and_score(root, args.work / f"out_{tag}_{cues}", config)
             rows.append({"set": name, "cues": cues, **scores})
             print(
-                f"{name:<8} {cues:<4} {scores['der_pct']:6.2f} {scores['count_exact_pct']:7.1f} "
+                f"{name:<8} {cues:<8} {scores['der_pct']:6.2f} {scores['count_exact_pct']:7.1f} "
                 f"{scores['identity_pct']:10.1f} {scores['merged_ids']:7d} {scores['global_speakers']:7d}",
                 flush=True,
             )
