@@ -167,5 +167,19 @@ def test_clean_applies_the_error_policy(ray_local, tmp_path, capsys):
         (bad / f"{i}.flac").write_bytes(b"not audio" * 50)
     config = tmp_path / "c.yaml"
     config.write_text("steps: [quality]\n")
-    assert main(["clean", str(bad), "--out", str(tmp_path / "o"), "--config", str(config), "-q", "--fail-fast"]) == 1
+    assert (
+        main(
+            [
+                "clean",
+                str(bad),
+                "--out",
+                str(tmp_path / "o"),
+                "--config",
+                str(config),
+                "-q",
+                "--fail-fast",
+            ]
+        )
+        == 1
+    )
     assert "first failure (--fail-fast)" in capsys.readouterr().err
