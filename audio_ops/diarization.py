@@ -52,7 +52,9 @@ class DiarizationConfig:
     clustering: ClusteringConfig = field(default_factory=ClusteringConfig)
     turns: TurnConfig = field(default_factory=TurnConfig)
     chunk: ChunkConfig = field(default_factory=ChunkConfig)
-    profile: ProfileConfig = field(default_factory=ProfileConfig)
+    # Added after run folders existed: left at its default it does not change a run's config
+    # hash (pipelines.config.ADDED_LATER; audio_ops imports nothing from pipelines).
+    profile: ProfileConfig = field(default_factory=ProfileConfig, metadata={"hash": "omit_default"})
 
     def __post_init__(self) -> None:
         if self.chunk.overlap < self.embedding.window:

@@ -33,7 +33,7 @@ Everything is deterministic: inputs are processed in the order given and k-means
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -67,7 +67,7 @@ class LinkingConfig:
     threshold: float = 0.3
     pitch_weight: float = 0.5
     pitch_sigma: float = 2.0
-    profile_weight: float = 0.5
+    profile_weight: float = field(default=0.5, metadata={"hash": "omit_default"})  # added later
     snorm_threshold: float = 1.5
     cohort_top: int = 20
     cohort_size: int = 5000

@@ -206,7 +206,39 @@ def load_config(cls: type, path: str | None = None, overrides: dict[str, Any] | 
     return from_dict(cls, data)
 
 
+#: ``dataclasses.field`` metadata of an option added after run folders already existed: left at
+#: its default, it is left out of :func:`config_hash`, so folders written before the option
+#: existed keep their hash and resume after an upgrade.
+ADDED_LATER = {"hash": "omit_default"}
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def _hash_view(obj: Any) -> Any:
+    """:func:`to_dict`, less the :data:`ADDED_LATER` options that hold their defaults."""
+    if dataclasses.is_dataclass(obj):
+        out = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if f.metadata.get("hash") == "omit_default" and value == _default_of(f):
+                continue
+            out[f.name] = _hash_view(value)
+        return out
+    if isinstance(obj, dict):
+        return {str(k): _hash_view(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_hash_view(v) for v in obj]
+    return obj
+
+
 def config_hash(config: Any) -> str:
-    """SHA-256 of a config's canonical JSON: equal configs, equal hashes."""
-    text = json.dumps(to_dict(config), sort_keys=True, default=str)
+    """SHA-256 of a config's canonical JSON: equal configs, equal hashes. Options added later
+    (:data:`ADDED_LATER`) count only when set away from their defaults."""
+    text = json.dumps(_hash_view(config), sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -45,3 +45,32 @@ def test_overrides_and_hash():
     b = load_config(ProbeRunConfig, None, {"probe.min_duration": 0.2, "probe.block_frames": None})
     c = load_config(ProbeRunConfig, None, {"probe.min_duration": 0.3})
     assert a == b and config_hash(a) == config_hash(b) != config_hash(c)
+
+
+def test_options_added_later_keep_older_run_folders_resumable():
+    """An option added after run folders existed (here diarization.profile and
+    linking.profile_weight) does not change the hash while it holds its default: the hash equals
+    what a voxflow without the option computed, so an upgrade does not refuse those folders.
+    Set away from its default, it does change the hash."""
+    import hashlib
+    import json
+
+    from pipelines.config import to_dict
+    from pipelines.diarize import DiarizeRunConfig, shard_config
+
+    def before_the_option(config):
+        data = to_dict(config)
+        diarization = data["diarization"] if "diarization" in data else data
+        diarization.pop("profile")
+        data.get("linking", {}).pop("profile_weight", None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+    config = DiarizeRunConfig()
+    assert config_hash(config) == before_the_option(config)
+    assert config_hash(shard_config(config)) == before_the_option(shard_config(config))
+    on = load_config(DiarizeRunConfig, None, {"diarization.profile.model": "campplus"})
+    weighted = load_config(DiarizeRunConfig, None, {"linking.profile_weight": 0.7})
+    assert config_hash(on) != config_hash(config)
+    assert config_hash(shard_config(on)) != config_hash(shard_config(config))
+    assert config_hash(weighted) != config_hash(config)
+    assert config_hash(shard_config(weighted)) == config_hash(shard_config(config))
