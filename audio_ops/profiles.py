@@ -121,13 +121,15 @@ def speaker_profiles(
 _ENCODERS: dict[tuple[str, str], object] = {}
 
 
-def profile_encoder(config: ProfileConfig):
-    """The profile model, loaded once per process (a Ray worker keeps it between files)."""
+def profile_encoder(config: ProfileConfig, cache: bool = True):
+    """The profile model, loaded once per process (a Ray worker keeps it between files);
+    ``cache=False`` loads it without keeping it (a check that it loads)."""
     from audio_ops.embedding import EmbeddingConfig, make_encoder
 
     key = (config.model, config.device)
-    if key not in _ENCODERS:
-        _ENCODERS[key] = make_encoder(
-            EmbeddingConfig(model=config.model, device=config.device, batch_size=1)
-        )
-    return _ENCODERS[key]
+    if key in _ENCODERS:
+        return _ENCODERS[key]
+    encoder = make_encoder(EmbeddingConfig(model=config.model, device=config.device, batch_size=1))
+    if cache:
+        _ENCODERS[key] = encoder
+    return encoder

@@ -1,6 +1,6 @@
 """Peak memory of ``voxflow diarize`` on one long file (default 3 hours), per process role.
 
-    python benchmarks/diarize_long_file.py --hours 3
+    python benchmarks/diarize_long_file.py --hours 3 [--config examples/profiles.yaml]
 
 The file is the sample corpus looped (see ``probe_long_file.py``). The job runs in a fresh process
 that starts its own local Ray; the RSS of the driver, Ray's core processes and every worker is
@@ -23,6 +23,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--hours", type=float, default=3.0)
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--config", default=None, help="a voxflow diarize YAML config")
     args = parser.parse_args()
     work, flac = long_flac(args.workdir, args.hours)
     out = work / "diarize_out"
@@ -30,12 +31,13 @@ def main() -> None:
     result = run_measured(
         [sys.executable, "-m", "pipelines.cli", "diarize", str(flac), "--out", str(out), "-q"]
         + ["--overwrite"]
+        + (["--config", str(Path(args.config).resolve())] if args.config else [])
     )
     if result["returncode"] != 0:
         raise SystemExit(result["output_tail"])
     run = json.loads((out / "_run.json").read_text())
-    result.update(hours=args.hours, counts=run["counts"], machine=machine())
-    path = save(result, f"diarize_long_file_{args.hours:g}h")
+    result.update(hours=args.hours, config=args.config, counts=run["counts"], machine=machine())
+    path = save(result, f"diarize_long_file_{args.hours:g}h" + ("_config" if args.config else ""))
     print(result["output_tail"])
     print(
         f"diarize of a {args.hours:g} h file: wall {result['wall_seconds']:.1f}s "

@@ -380,7 +380,7 @@ def run_diarize(
         _load_enrolled(speakers, dconf) if speakers else ([], np.zeros((0, 0)))
     )
     if dconf.profile.enabled:  # a bad profile model fails here, not once per file
-        profile_encoder(dconf.profile)
+        profile_encoder(dconf.profile, cache=False)
 
     from pipelines.probe import files_schema as _listing_schema  # listing columns + manifest ones
 

@@ -124,6 +124,16 @@ def test_profiles_config_diarizes_the_sample_and_relinks_without_them(ray_local,
     assert evaluate_run(str(SAMPLE / "rttm"), str(out)).identity_coverage < report.identity_coverage
 
 
+def test_a_profile_model_that_cannot_load_fails_before_any_file(ray_local, tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text('diarization:\n  profile: {model: "campplus:/nonexistent/w.pt"}\n')
+    out = tmp_path / "out"
+    args = ["diarize", str(SAMPLE / "audio"), "--out", str(out), "--config", str(config), "-q"]
+    assert main(args) == 2
+    assert "model path does not exist: /nonexistent/w.pt" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_tables_agree(run):
     segments = pd.read_parquet(run / "segments")
     speakers = pd.read_parquet(run / "speakers")
