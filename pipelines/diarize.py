@@ -30,7 +30,8 @@ from audio_ops.diarization import DiarizationConfig, diarize_chunks, iter_chunks
 from audio_ops.errors import error_kind
 from audio_ops.linking import LinkingConfig, global_centroids, link_speakers, match_enrolled
 from audio_ops.pitch import semitones_to_hz
-from audio_ops.profiles import profile_encoder, speaker_profiles
+from audio_ops.profiles import ProfileConfig, profile_encoder, speaker_profiles
+from audio_ops.turns import Turn
 from pipelines.config import ConfigError, StageResources
 from pipelines.probe import JobSummary
 from pipelines.resume import RunState, ShardStore, open_run
@@ -215,21 +216,11 @@ def _chunk_row(file_id, path, index, start, owned, samples, is_last) -> dict[str
 
 
 def diarize_file_task(
-    chunks: list[dict[str, Any]], config: DiarizationConfig, keep_windows: bool, path: str = ""
+    chunks: list[dict[str, Any]], config: DiarizationConfig, keep_windows: bool
 ) -> dict[str, Any]:
     """Cluster one file's gathered chunks (runs as a Ray task): turns, centroids, and the window
-    embeddings when ``keep_windows``; with ``diarization.profile`` on, each local speaker's
-    profile, from its speech read back from ``path``."""
+    embeddings when ``keep_windows``."""
     result = diarize_chunks(chunks, config)
-    profiles = None
-    if config.profile.enabled and len(result.centroids):
-        profiles = speaker_profiles(
-            path,
-            result.turns,
-            len(result.centroids),
-            config.profile,
-            profile_encoder(config.profile),
-        )
     out = {
         "duration": max(float(r["chunk_start"]) + int(r["num_samples"]) / 16000 for r in chunks),
         "turns": [(t.start, t.end, t.speaker, t.confidence, t.overlap) for t in result.turns],
@@ -239,13 +230,42 @@ def diarize_file_task(
         "wideband": result.wideband,
         "speech_seconds": result.speech_seconds,
         "num_windows": result.num_windows,
-        "profiles": profiles,
+        "profiles": None,
     }
     if keep_windows:
         out["window_starts"] = result.window_starts
         out["window_labels"] = result.window_labels
         out["window_embeddings"] = result.window_embeddings
     return out
+
+
+class ProfileStage:
+    """The profile pass (``diarization.profile``) as a Ray actor: the model is loaded once, and
+    each clustered file's speakers get their profiles from their speech read back from ``path``.
+
+    Args:
+        config: the profile parameters.
+        threads: intra-op threads of the model.
+    """
+
+    def __init__(self, config: ProfileConfig, threads: int = 1):
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+        self.config = config
+        self.encoder = profile_encoder(config)
+
+    def add_profiles(self, result: dict[str, Any], path: str) -> dict[str, Any]:
+        """``result`` (a clustering task's) with ``profiles`` filled in."""
+        k = len(result["centroids"])
+        if k:
+            turns = [Turn(s, e, sp, c, o) for s, e, sp, c, o in result["turns"]]
+            try:
+                result["profiles"] = speaker_profiles(path, turns, k, self.config, self.encoder)
+            except Exception as exc:  # named in errors/ as this stage's
+                exc.voxflow_stage = "profile"
+                raise
+        return result
 
 
 class _FileAssembler:
@@ -547,10 +567,17 @@ def _run_pipeline(todo, config, finish_ok, finish_error, done: set[str]) -> str:
     res = config.resources
     decode = res.get("decode", StageResources(num_cpus=0.25, batch_size=1))
     cluster = res.get("cluster", StageResources(num_cpus=0.25))
-    # resources.cluster.num_gpus puts the profile pass (diarization.profile) on a GPU.
-    task = ray.remote(num_cpus=cluster.num_cpus, num_gpus=cluster.num_gpus, max_retries=2)(
-        diarize_file_task
-    )
+    task = ray.remote(num_cpus=cluster.num_cpus, max_retries=2)(diarize_file_task)
+    # The profile pass: a small actor pool (the model loaded once per actor; on a GPU with
+    # resources.profile.num_gpus), fed each file's clustering result as it completes.
+    profile_res = res.get("profile", StageResources(num_cpus=0.25, max_actors=1))
+    profilers = []
+    if dconf.profile.enabled:
+        actor = ray.remote(
+            num_cpus=profile_res.num_cpus, num_gpus=profile_res.num_gpus, max_restarts=2
+        )(ProfileStage).options(max_task_retries=2)
+        threads = max(1, int(round(profile_res.num_cpus)))
+        profilers = [actor.remote(dconf.profile, threads) for _ in range(profile_res.max_actors)]
     ds = ray.data.from_items(
         [{"file_id": r["file_id"], "path": r["path"]} for r in todo],
         override_num_blocks=min(len(todo), 1000),
@@ -562,7 +589,9 @@ def _run_pipeline(todo, config, finish_ok, finish_error, done: set[str]) -> str:
         batch_format="numpy",
     )
     if config.fused:
-        analyse_res = _analysis_pool(res, decode.num_cpus + cluster.num_cpus)
+        reserve = decode.num_cpus + cluster.num_cpus
+        reserve += profile_res.num_cpus * len(profilers)
+        analyse_res = _analysis_pool(res, reserve)
         ds = apply_operator(
             ds,
             ChunkAnalysisOperator,
@@ -603,9 +632,10 @@ def _run_pipeline(todo, config, finish_ok, finish_error, done: set[str]) -> str:
             done.add(file_id)
             try:
                 result = ray.get(ref)
-            except Exception as exc:  # clustering failed for this file only
+            except Exception as exc:  # clustering (or its profile pass) failed for this file only
                 cause = getattr(exc, "cause", None) or exc
-                finish_error(file_id, error_kind(cause), str(cause), "cluster")
+                stage = getattr(cause, "voxflow_stage", "cluster")
+                finish_error(file_id, error_kind(cause), str(cause), stage)
             else:
                 finish_ok(file_id, result)
 
@@ -646,7 +676,11 @@ def _run_pipeline(todo, config, finish_ok, finish_error, done: set[str]) -> str:
                 }
                 for r in complete
             ]
-            inflight[task.remote(slim, dconf, config.write_embeddings, row["path"])] = file_id
+            ref = task.remote(slim, dconf, config.write_embeddings)
+            if profilers:  # the actor receives the clustering result once it is ready
+                profiler = profilers[len(inflight) % len(profilers)]
+                ref = profiler.add_profiles.remote(ref, row["path"])
+            inflight[ref] = file_id
         collect(block=False)
     while inflight:
         collect(block=True)

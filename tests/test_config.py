@@ -48,10 +48,10 @@ def test_overrides_and_hash():
 
 
 def test_options_added_later_keep_older_run_folders_resumable():
-    """An option added after run folders existed (here diarization.profile and
-    linking.profile_weight) does not change the hash while it holds its default: the hash equals
-    what a voxflow without the option computed, so an upgrade does not refuse those folders.
-    Set away from its default, it does change the hash."""
+    """An option added after run folders existed (here diarization.profile,
+    diarization.embedding.runtime and linking.profile_weight) does not change the hash while it
+    holds its default: the hash equals what a voxflow without the option computed, so an upgrade
+    does not refuse those folders. Set away from its default, it does change the hash."""
     import hashlib
     import json
 
@@ -62,6 +62,7 @@ def test_options_added_later_keep_older_run_folders_resumable():
         data = to_dict(config)
         diarization = data["diarization"] if "diarization" in data else data
         diarization.pop("profile")
+        diarization["embedding"].pop("runtime")
         data.get("linking", {}).pop("profile_weight", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -70,6 +71,8 @@ def test_options_added_later_keep_older_run_folders_resumable():
     assert config_hash(shard_config(config)) == before_the_option(shard_config(config))
     on = load_config(DiarizeRunConfig, None, {"diarization.profile.model": "campplus"})
     weighted = load_config(DiarizeRunConfig, None, {"linking.profile_weight": 0.7})
+    torch_only = load_config(DiarizeRunConfig, None, {"diarization.embedding.runtime": "torch"})
+    assert config_hash(shard_config(torch_only)) != config_hash(shard_config(config))
     assert config_hash(on) != config_hash(config)
     assert config_hash(shard_config(on)) != config_hash(shard_config(config))
     assert config_hash(weighted) != config_hash(config)

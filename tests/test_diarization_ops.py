@@ -176,6 +176,46 @@ def test_campplus_slices_equal_the_reference_per_window_features(conv, campplus)
     assert float(expected @ ours) > 0.9999
 
 
+def test_campplus_in_onnxruntime_equals_pytorch(conv, tmp_path, monkeypatch):
+    """On the CPU CAM++ runs in onnxruntime from a one-time export: the same embeddings as
+    PyTorch (windows and one long input), the export cached and reused, a damaged cache file
+    exported again, and a failed export falls back to PyTorch (or is an error when ``onnx`` is
+    asked for)."""
+    import torch
+
+    monkeypatch.setenv("VOXFLOW_CACHE", str(tmp_path))
+    audio, _ = conv
+    onnx = make_encoder(EmbeddingConfig(model="campplus", device="cpu"))
+    plain = make_encoder(EmbeddingConfig(model="campplus", device="cpu", runtime="torch"))
+    assert onnx.session is not None and plain.session is None
+    (cached,) = tmp_path.glob("campplus-*.onnx")
+    starts = np.arange(0, len(audio) - 24000, 8000)
+    a, b = onnx.embed(audio, starts, 24000), plain.embed(audio, starts, 24000)
+    assert np.min(np.sum(a * b, axis=1)) > 0.9999
+    whole = 16000 * 20
+    a, b = (e.embed(audio[:whole], np.zeros(1, np.int64), whole) for e in (onnx, plain))
+    assert float(a[0] @ b[0]) > 0.9999
+    stamp = cached.stat().st_mtime_ns
+    assert make_encoder(EmbeddingConfig(model="campplus", device="cpu")).session is not None
+    assert cached.stat().st_mtime_ns == stamp  # reused, not exported again
+    cached.write_bytes(b"not onnx")
+    again = make_encoder(EmbeddingConfig(model="campplus", device="cpu"))
+    assert again.session is not None and cached.stat().st_size > 10**6
+    cached.unlink()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no exporter here")
+
+    monkeypatch.setattr(torch.onnx, "export", broken)
+    with pytest.warns(UserWarning, match="CAM\\+\\+ runs in PyTorch"):
+        fallback = make_encoder(EmbeddingConfig(model="campplus", device="cpu"))
+    assert fallback.session is None
+    with pytest.raises(ModelError, match="cannot run in onnxruntime"):
+        make_encoder(EmbeddingConfig(model="campplus", device="cpu", runtime="onnx"))
+    with pytest.raises(ValueError, match="runtime"):
+        EmbeddingConfig(runtime="tensorrt")
+
+
 def test_campplus_refuses_weights_of_another_network(tmp_path):
     from audio_ops.models import BUNDLED, package_file
 

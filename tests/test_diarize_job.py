@@ -134,6 +134,21 @@ def test_a_profile_model_that_cannot_load_fails_before_any_file(ray_local, tmp_p
     assert not out.exists()
 
 
+def test_a_failed_profile_pass_is_named_as_its_stage(tmp_path):
+    """The profile actor's failures carry their stage, which the driver writes to errors/ (an
+    upstream clustering error passes through it unchanged)."""
+    from audio_ops.profiles import ProfileConfig
+    from pipelines.diarize import ProfileStage
+
+    stage = ProfileStage(ProfileConfig(model="campplus", device="cpu"))
+    result = {"centroids": [np.zeros(4)], "turns": [(0.0, 2.0, 0, 1.0, False)], "profiles": None}
+    with pytest.raises(Exception) as caught:
+        stage.add_profiles(dict(result), str(tmp_path / "gone.flac"))
+    assert caught.value.voxflow_stage == "profile"
+    audio = str(SAMPLE / "audio" / "conv01_clean_3spk.flac")
+    assert stage.add_profiles(dict(result), audio)["profiles"].shape == (1, 192)
+
+
 def test_tables_agree(run):
     segments = pd.read_parquet(run / "segments")
     speakers = pd.read_parquet(run / "speakers")
