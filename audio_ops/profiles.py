@@ -11,7 +11,7 @@ the profile (``linking.profile_weight``).
 
 Measured through ``voxflow diarize`` on the sample and five synthetic evaluation sets
 (``benchmarks/README.md``): global ids that merge distinct voices went from 6 to 4, summed over
-the six sets, at 58-73 % of the default's speed on 2 CPUs (CAM++ on up to 15 s per file-speaker).
+the six sets, at 64-77 % of the default's speed on 2 CPUs (CAM++ on up to 15 s per file-speaker).
 """
 
 from __future__ import annotations
