@@ -315,19 +315,23 @@ def _campplus_onnx(network, weights_path: Path, threads: int):
     def export() -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f"{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                network,
-                (torch.randn(1, 200, 80),),
-                str(partial),
-                input_names=["feats"],
-                output_names=["emb"],
-                dynamic_axes={"feats": {0: "batch", 1: "frames"}, "emb": {0: "batch"}},
-                opset_version=ONNX_OPSET,
-                dynamo=False,
-            )
-        os.replace(partial, target)
+        example = torch.randn(1, 200, 80, generator=torch.Generator().manual_seed(0))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    network,
+                    (example,),
+                    str(partial),
+                    input_names=["feats"],
+                    output_names=["emb"],
+                    dynamic_axes={"feats": {0: "batch", 1: "frames"}, "emb": {0: "batch"}},
+                    opset_version=ONNX_OPSET,
+                    dynamo=False,
+                )
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = max(1, threads)

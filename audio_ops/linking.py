@@ -340,7 +340,8 @@ def link_speakers(
             A pair's cosine distance is then ``1 - profile_weight`` parts centroid (or
             narrowband centroid) distance and ``profile_weight`` parts profile distance. An item
             without a profile (a speaker with no speech to read) keeps only its centroid part,
-            which puts it at least ``1 - sqrt(1 - profile_weight)`` from every other item.
+            which puts it at least ``1 - sqrt(1 - profile_weight)`` from every item that has
+            one.
 
     Returns:
         ``(n,)`` labels ``0..k-1``, numbered by first appearance in the input order.

@@ -212,6 +212,7 @@ def test_campplus_in_onnxruntime_equals_pytorch(conv, tmp_path, monkeypatch):
     assert fallback.session is None
     with pytest.raises(ModelError, match="cannot run in onnxruntime"):
         make_encoder(EmbeddingConfig(model="campplus", device="cpu", runtime="onnx"))
+    assert not list(tmp_path.glob("*.part"))  # no half-written export left in the cache
     with pytest.raises(ValueError, match="runtime"):
         EmbeddingConfig(runtime="tensorrt")
 
