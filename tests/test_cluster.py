@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -185,7 +186,11 @@ def test_diarize_job_on_a_two_node_cluster_reads_and_writes_s3(
     for name in ("conv01_clean_3spk.flac", "conv04_mp3_2spk.mp3"):
         fs.put_file(str(SAMPLE / "audio" / name), f"cluster-bucket/in/{name}")
     config = tmp_path / "run.yaml"
-    config.write_text("diarization:\n  chunk: {seconds: 20.0, overlap: 2.0}\n")
+    # Profiles on: the profile actor reads each speaker's turns back from S3 on whichever node
+    # it landed.
+    config.write_text(
+        "diarization:\n  chunk: {seconds: 20.0, overlap: 2.0}\n  profile: {model: campplus}\n"
+    )
     result = _voxflow(
         [
             "submit",
@@ -214,6 +219,11 @@ def test_diarize_job_on_a_two_node_cluster_reads_and_writes_s3(
         set(segments["file_id"]) == set(files["file_id"])
         and segments["speaker_global"].notna().all()
     )
+    centroids = pd.read_parquet(
+        "s3://cluster-bucket/out/_shards/centroids", storage_options=storage
+    )
+    assert len(centroids) == 5  # 3 + 2 speakers
+    assert all(len(p) == 192 and np.isfinite(p).all() for p in centroids["profile"])
     job_id = printed.rsplit("job ", 1)[1].split(":", 1)[0].strip()
     status = _voxflow(["jobs", "status", job_id, "--address", address], env)
     assert status.returncode == 0 and "SUCCEEDED" in status.stdout
