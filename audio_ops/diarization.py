@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from audio_ops import ADDED_LATER
 from audio_ops.clustering import ClusteringConfig, cluster_speakers
 from audio_ops.embedding import EmbeddingConfig, SpeakerEncoder, grid_windows
 from audio_ops.profiles import ProfileConfig
@@ -52,9 +53,7 @@ class DiarizationConfig:
     clustering: ClusteringConfig = field(default_factory=ClusteringConfig)
     turns: TurnConfig = field(default_factory=TurnConfig)
     chunk: ChunkConfig = field(default_factory=ChunkConfig)
-    # Added after run folders existed: left at its default it does not change a run's config
-    # hash (pipelines.config.ADDED_LATER; audio_ops imports nothing from pipelines).
-    profile: ProfileConfig = field(default_factory=ProfileConfig, metadata={"hash": "omit_default"})
+    profile: ProfileConfig = field(default_factory=ProfileConfig, metadata=ADDED_LATER)
 
     def __post_init__(self) -> None:
         if self.chunk.overlap < self.embedding.window:

@@ -23,7 +23,6 @@ not log-scaled, so level differences between recordings would otherwise move the
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import uuid
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from audio_ops import ADDED_LATER
 from audio_ops.models import (
     ModelError,
     ModelRef,
@@ -40,6 +40,7 @@ from audio_ops.models import (
     load_state_dict,
     pick_device,
     resolve,
+    sha256_of,
 )
 
 SAMPLE_RATE = 16000
@@ -79,8 +80,7 @@ class EmbeddingConfig:
     cue_stride: int = 4
     pitch: bool = True
     narrowband: bool = True
-    # Added after run folders existed: at its default it stays out of the config hash.
-    runtime: str = field(default="auto", metadata={"hash": "omit_default"})
+    runtime: str = field(default="auto", metadata=ADDED_LATER)
 
     def __post_init__(self) -> None:
         if self.runtime not in ("auto", "onnx", "torch"):
@@ -309,7 +309,7 @@ def _campplus_onnx(network, weights_path: Path, threads: int):
     import onnxruntime as ort
     import torch
 
-    digest = hashlib.sha256(Path(weights_path).read_bytes()).hexdigest()
+    digest = sha256_of(weights_path)
     target = cache_dir() / f"campplus-{digest[:16]}-opset{ONNX_OPSET}.onnx"
 
     def export() -> None:

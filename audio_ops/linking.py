@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from audio_ops import ADDED_LATER
+
 
 @dataclass(frozen=True)
 class LinkingConfig:
@@ -67,7 +69,7 @@ class LinkingConfig:
     threshold: float = 0.3
     pitch_weight: float = 0.5
     pitch_sigma: float = 2.0
-    profile_weight: float = field(default=0.5, metadata={"hash": "omit_default"})  # added later
+    profile_weight: float = field(default=0.5, metadata=ADDED_LATER)
     snorm_threshold: float = 1.5
     cohort_top: int = 20
     cohort_size: int = 5000
@@ -348,12 +350,12 @@ def link_speakers(
     """
     config = config or LinkingConfig()
     x = _normalise(np.asarray(centroids, dtype=np.float64))
+    if narrowband is not None and len(x) and np.shape(narrowband) != x.shape:
+        raise ValueError("narrowband centroids must have the centroids' shape")
     if profiles is not None and config.profile_weight > 0 and len(x):
         profiles = np.asarray(profiles, dtype=np.float64)
         if profiles.ndim != 2 or len(profiles) != len(x):
             raise ValueError("profiles must have one row per centroid")
-        if narrowband is not None and np.shape(narrowband) != x.shape:
-            raise ValueError("narrowband centroids must have the centroids' shape")
         x = _with_profiles(x, profiles, config.profile_weight)
         if narrowband is not None:
             narrowband = _with_profiles(
@@ -377,8 +379,6 @@ def link_speakers(
         np.ones(n, dtype=bool) if wideband is None else np.asarray(wideband, dtype=bool),
         np.full(n, np.nan) if pitch is None else np.asarray(pitch, dtype=np.float64),
     )
-    if cues.narrowband is not None and cues.narrowband.shape != x.shape:
-        raise ValueError("narrowband centroids must have the centroids' shape")
     labels = _link(x, mu, sd, weights, groups, config, cues)
     mapping: dict[int, int] = {}
     return np.array(

@@ -15,6 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from audio_ops import ADDED_LATER
 from audio_ops.probe import ProbeConfig
 
 
@@ -206,12 +207,6 @@ def load_config(cls: type, path: str | None = None, overrides: dict[str, Any] | 
     return from_dict(cls, data)
 
 
-#: ``dataclasses.field`` metadata of an option added after run folders already existed: left at
-#: its default, it is left out of :func:`config_hash`, so folders written before the option
-#: existed keep their hash and resume after an upgrade.
-ADDED_LATER = {"hash": "omit_default"}
-
-
 def _default_of(f: dataclasses.Field) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default
@@ -221,12 +216,13 @@ def _default_of(f: dataclasses.Field) -> Any:
 
 
 def _hash_view(obj: Any) -> Any:
-    """:func:`to_dict`, less the :data:`ADDED_LATER` options that hold their defaults."""
+    """:func:`to_dict`, less the options marked :data:`audio_ops.ADDED_LATER` that hold their
+    defaults."""
     if dataclasses.is_dataclass(obj):
         out = {}
         for f in dataclasses.fields(obj):
             value = getattr(obj, f.name)
-            if f.metadata.get("hash") == "omit_default" and value == _default_of(f):
+            if f.metadata.get("hash") == ADDED_LATER["hash"] and value == _default_of(f):
                 continue
             out[f.name] = _hash_view(value)
         return out
@@ -239,6 +235,6 @@ def _hash_view(obj: Any) -> Any:
 
 def config_hash(config: Any) -> str:
     """SHA-256 of a config's canonical JSON: equal configs, equal hashes. Options added later
-    (:data:`ADDED_LATER`) count only when set away from their defaults."""
+    (:data:`audio_ops.ADDED_LATER`) count only when set away from their defaults."""
     text = json.dumps(_hash_view(config), sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
