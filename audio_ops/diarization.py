@@ -13,6 +13,8 @@ import numpy as np
 from audio_ops import ADDED_LATER
 from audio_ops.clustering import ClusteringConfig, cluster_speakers
 from audio_ops.embedding import EmbeddingConfig, SpeakerEncoder, grid_windows
+from audio_ops.neural_diarization import MAX_CHUNK_SECONDS, SegmentationDiarizationConfig
+from audio_ops.packing import chunk_audio, pack, unpack
 from audio_ops.profiles import ProfileConfig
 from audio_ops.turns import Turn, TurnConfig, build_turns
 from audio_ops.vad import SAMPLE_RATE, EnergyVAD, SileroVAD, VadConfig, probs_to_regions
@@ -40,6 +42,10 @@ class DiarizationConfig:
     """Everything one file's diarization depends on.
 
     Args:
+        method: ``segmentation`` (neural segmentation with overlap, then clustering of local
+            speaker embeddings: :mod:`audio_ops.neural_diarization`) or ``windows`` (VAD, fixed
+            windows, clustering of window embeddings; the faster CPU path, no overlap).
+        segmentation: the ``segmentation`` method's parameters.
         vad: speech detection.
         embedding: speaker embedding model and windows.
         clustering: per-file clustering.
@@ -48,6 +54,12 @@ class DiarizationConfig:
         profile: speaker profiles for global linking (:mod:`audio_ops.profiles`).
     """
 
+    # Before ``method`` existed every run was ``windows``: that value leaves the config hash as
+    # it was, so those run folders still resume with ``method: windows``.
+    method: str = field(default="segmentation", metadata={**ADDED_LATER, "before": "windows"})
+    segmentation: SegmentationDiarizationConfig = field(
+        default_factory=SegmentationDiarizationConfig, metadata=ADDED_LATER
+    )
     vad: VadConfig = field(default_factory=VadConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     clustering: ClusteringConfig = field(default_factory=ClusteringConfig)
@@ -56,8 +68,20 @@ class DiarizationConfig:
     profile: ProfileConfig = field(default_factory=ProfileConfig, metadata=ADDED_LATER)
 
     def __post_init__(self) -> None:
-        if self.chunk.overlap < self.embedding.window:
+        if self.method not in ("segmentation", "windows"):
+            raise ValueError(
+                f"diarization.method must be segmentation or windows, not {self.method!r}"
+            )
+        if self.method == "windows" and self.chunk.overlap < self.embedding.window:
             raise ValueError("chunk.overlap must be at least embedding.window")
+
+    @property
+    def decode_chunk(self) -> ChunkConfig:
+        """How files are cut into decoded blocks: ``chunk``, with room past each block for a
+        whole segmentation chunk under the ``segmentation`` method."""
+        if self.method == "segmentation" and self.chunk.overlap < MAX_CHUNK_SECONDS:
+            return ChunkConfig(self.chunk.seconds, MAX_CHUNK_SECONDS)
+        return self.chunk
 
 
 @dataclass
@@ -354,27 +378,6 @@ def spread_narrowband(
 # Batch operators (numpy batches in, numpy batches out; no Ray): the pipeline's actor stages.
 # Chunk rows carry ``audio`` as raw float32 bytes, ``chunk_start`` and ``owned`` in seconds.
 # ----------------------------------------------------------------------------------------------
-
-
-def pack(array: np.ndarray) -> bytes:
-    """An array as self-describing bytes (dtype and shape included)."""
-    import io
-
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-    return buffer.getvalue()
-
-
-def unpack(data: bytes) -> np.ndarray:
-    """The array :func:`pack` wrote."""
-    import io
-
-    return np.load(io.BytesIO(bytes(data)), allow_pickle=False)
-
-
-def chunk_audio(row_audio: bytes) -> np.ndarray:
-    """The float32 samples of a chunk row's ``audio`` column."""
-    return np.frombuffer(row_audio, dtype=np.float32)
 
 
 def _column(batch: dict[str, np.ndarray], name: str) -> list:

@@ -45,6 +45,14 @@ from audio_ops.models import (
 
 SAMPLE_RATE = 16000
 TARGET_DBFS = -30.0
+MASK_HOP = 160  # samples per frame of the masks given to ``embed_masked`` (10 ms)
+MASK_WINDOW = 400  # their frames are 25 ms long, as Kaldi filterbank frames
+
+
+def mask_frames(num_samples: int) -> int:
+    """Frames of a ``num_samples`` chunk in :meth:`SpeakerEncoder.embed_masked`'s masks (those
+    of a Kaldi filterbank: 25 ms every 10 ms)."""
+    return max(1 + (num_samples - MASK_WINDOW) // MASK_HOP, 0)
 
 
 @dataclass(frozen=True)
@@ -139,6 +147,34 @@ class SpeakerEncoder:
     def forward(self, audio: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
         """Raw embeddings of the windows (normalised by :meth:`embed`)."""
         raise NotImplementedError
+
+    def embed_masked(
+        self, chunks: np.ndarray, masks: np.ndarray, min_frames: int = 20
+    ) -> np.ndarray:
+        """One embedding per (chunk, mask): of the chunk's speech under the mask only, as
+        pyannote embeds each local speaker of a segmentation chunk.
+
+        Args:
+            chunks: ``(c, n)`` 16 kHz chunks.
+            masks: ``(c, s, m)`` bool over the chunks' 10 ms frames (:func:`mask_frames` of
+                ``n``): which frames are the speaker's.
+            min_frames: a mask with fewer frames set gets no embedding (a NaN row).
+
+        Returns:
+            ``(c, s, dim)`` float32, L2-normalised rows (NaN where skipped).
+        """
+        chunks = np.asarray(chunks, dtype=np.float32)
+        out = np.full((*masks.shape[:2], self.dim), np.nan, dtype=np.float32)
+        for c in range(masks.shape[0]):
+            for s in range(masks.shape[1]):
+                frames = np.flatnonzero(masks[c, s])
+                if len(frames) < min_frames:
+                    continue
+                # The speaker's frames, joined: what the encoder hears as one utterance.
+                samples = (frames[:, None] * MASK_HOP + np.arange(MASK_HOP)[None, :]).reshape(-1)
+                speech = chunks[c][samples[samples < chunks.shape[1]]]
+                out[c, s] = self.embed(speech, np.zeros(1, np.int64), len(speech))[0]
+        return out
 
     def embed_narrowband(self, audio: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
         """Embeddings of the windows band-limited to 300-3400 Hz
@@ -435,6 +471,32 @@ class CAMPPlusEncoder(SpeakerEncoder):
                 batch = batch - batch.mean(dim=1, keepdim=True)
                 out.append(self._network(batch))
         return np.concatenate(out)
+
+    def embed_masked(
+        self, chunks: np.ndarray, masks: np.ndarray, min_frames: int = 20
+    ) -> np.ndarray:
+        """As :meth:`SpeakerEncoder.embed_masked`, from one filterbank per chunk: each speaker's
+        frames are picked out of it and mean-normalised on their own."""
+        import torchaudio.compliance.kaldi as kaldi
+
+        torch = self.torch
+        chunks = np.asarray(chunks, dtype=np.float32)
+        out = np.full((*masks.shape[:2], self.dim), np.nan, dtype=np.float32)
+        gains = loudness_gain(chunks)
+        with torch.inference_mode():
+            for c in range(masks.shape[0]):
+                if masks[c].sum(axis=-1).max(initial=0) < min_frames:
+                    continue
+                wave = torch.from_numpy(chunks[c] * gains[c]).to(self.device)[None, :]
+                fbank = kaldi.fbank(wave, num_mel_bins=80, sample_frequency=SAMPLE_RATE, dither=0.0)
+                for s in range(masks.shape[1]):
+                    frames = np.flatnonzero(masks[c, s, : fbank.shape[0]])
+                    if len(frames) < min_frames:
+                        continue
+                    feats = fbank[torch.as_tensor(frames, device=self.device)]
+                    emb = self._network((feats - feats.mean(dim=0, keepdim=True))[None])[0]
+                    out[c, s] = emb / max(float(np.linalg.norm(emb)), 1e-12)
+        return out
 
 
 class XVectorEncoder(SpeakerEncoder):

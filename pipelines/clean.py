@@ -24,9 +24,9 @@ import numpy as np
 import pyarrow as pa
 
 from audio_ops.clips import ClipConfig, segment_file
-from audio_ops.diarization import pack, unpack
 from audio_ops.errors import error_kind
 from audio_ops.filters import Funnel, first_failure, parse_rules
+from audio_ops.packing import pack, unpack
 from audio_ops.speakers import SpeakerCheckConfig, check_speakers
 from audio_ops.vad import VadConfig
 from pipelines.config import ConfigError, StageResources

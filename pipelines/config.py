@@ -222,7 +222,9 @@ def _hash_view(obj: Any) -> Any:
         out = {}
         for f in dataclasses.fields(obj):
             value = getattr(obj, f.name)
-            if f.metadata.get("hash") == ADDED_LATER["hash"] and value == _default_of(f):
+            if f.metadata.get("hash") == ADDED_LATER["hash"] and value == f.metadata.get(
+                "before", _default_of(f)
+            ):
                 continue
             out[f.name] = _hash_view(value)
         return out

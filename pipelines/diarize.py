@@ -29,8 +29,14 @@ import pyarrow.parquet as pq
 from audio_ops.diarization import DiarizationConfig, diarize_chunks, iter_chunks
 from audio_ops.errors import error_kind
 from audio_ops.linking import LinkingConfig, global_centroids, link_speakers, match_enrolled
+from audio_ops.neural_diarization import (
+    MAX_CHUNK_SECONDS,
+    SpeakerBounds,
+    diarize_segment_rows,
+)
 from audio_ops.pitch import semitones_to_hz
 from audio_ops.profiles import ProfileConfig, profile_encoder, speaker_profiles
+from audio_ops.segmentation import SAMPLE_RATE
 from audio_ops.turns import Turn
 from pipelines.config import ConfigError, StageResources
 from pipelines.probe import JobSummary
@@ -55,7 +61,9 @@ class DiarizeRunConfig:
     Args:
         diarization: VAD, embedding, clustering, turn and chunk parameters.
         linking: global speaker linking.
-        resources: scheduling overrides by stage: ``decode``, ``speech``, ``embedding``, ``cluster``.
+        resources: scheduling overrides by stage: ``decode``, ``segment`` (the segmentation
+            method's model stage), ``analyse`` or ``speech`` and ``embedding`` (the windows
+            method's), ``cluster``, ``profile``.
         extensions: audio extensions a directory listing picks up (empty: all decodable).
         write_embeddings: also write window-level embeddings to ``embeddings/``.
         max_inflight_files: files being clustered at once (bounds driver memory).
@@ -79,6 +87,18 @@ class DiarizeRunConfig:
     fuse_stages: bool | None = None
 
     def __post_init__(self) -> None:
+        if self.diarization.method == "segmentation":
+            windowed = sorted({"speech", "embedding", "analyse"} & set(self.resources))
+            if windowed:
+                raise ConfigError(
+                    f"resources.{windowed[0]} schedules a stage of diarization.method: windows; "
+                    "the segmentation method runs one stage: configure resources.segment"
+                )
+        elif "segment" in self.resources:
+            raise ConfigError(
+                "resources.segment schedules the segmentation method's stage, but "
+                "diarization.method is windows: configure resources.analyse instead"
+            )
         split_keys = sorted({"speech", "embedding"} & set(self.resources))
         if self.fuse_stages and split_keys:
             raise ConfigError(
@@ -181,7 +201,7 @@ class ChunkFiles:
             sent = 0
             try:
                 for index, start, owned, samples, is_last in iter_chunks(
-                    str(path), self.config.chunk
+                    str(path), self.config.decode_chunk
                 ):
                     yield _chunk_row(file_id, path, index, start, owned, samples, is_last)
                     sent += 1
@@ -219,10 +239,14 @@ def diarize_file_task(
     chunks: list[dict[str, Any]], config: DiarizationConfig, keep_windows: bool
 ) -> dict[str, Any]:
     """Cluster one file's gathered chunks (runs as a Ray task): turns, centroids, and the window
-    embeddings when ``keep_windows``."""
+    (or local speaker) embeddings when ``keep_windows``."""
+    if config.method == "segmentation":
+        return _segmentation_file_result(chunks, config, keep_windows)
     result = diarize_chunks(chunks, config)
     out = {
-        "duration": max(float(r["chunk_start"]) + int(r["num_samples"]) / 16000 for r in chunks),
+        "duration": max(
+            float(r["chunk_start"]) + int(r["num_samples"]) / SAMPLE_RATE for r in chunks
+        ),
         "turns": [(t.start, t.end, t.speaker, t.confidence, t.overlap) for t in result.turns],
         "centroids": result.centroids,
         "narrowband_centroids": result.narrowband_centroids,
@@ -236,6 +260,38 @@ def diarize_file_task(
         out["window_starts"] = result.window_starts
         out["window_labels"] = result.window_labels
         out["window_embeddings"] = result.window_embeddings
+        out["window_seconds"] = config.embedding.window
+    return out
+
+
+def _segmentation_file_result(
+    chunks: list[dict[str, Any]], config: DiarizationConfig, keep_windows: bool
+) -> dict[str, Any]:
+    """:func:`diarize_file_task` under ``method: segmentation``."""
+    clustering = config.clustering
+    bounds = SpeakerBounds(
+        clustering.num_speakers, clustering.min_speakers, clustering.max_speakers
+    )
+    result = diarize_segment_rows(chunks, config.segmentation, bounds)
+    k = len(result["centroids"])
+    out = {
+        "duration": max(
+            float(r["chunk_start"]) + int(r["num_samples"]) / SAMPLE_RATE for r in chunks
+        ),
+        "turns": [(t.start, t.end, t.speaker, t.confidence, t.overlap) for t in result["turns"]],
+        "centroids": result["centroids"],
+        "narrowband_centroids": np.zeros((k, 0), np.float32),
+        "pitch": np.full(k, np.nan),
+        "wideband": True,
+        "speech_seconds": result["speech_seconds"],
+        "num_windows": result["num_embeddings"],
+        "profiles": None,
+    }
+    if keep_windows:
+        out["window_starts"] = result["embedding_starts"]
+        out["window_labels"] = result["embedding_labels"]
+        out["window_embeddings"] = result["embedding_vectors"]
+        out["window_seconds"] = MAX_CHUNK_SECONDS
     return out
 
 
@@ -308,37 +364,84 @@ def _load_enrolled(path: str, config: DiarizationConfig) -> tuple[list[str], np.
     if "name" not in table.columns or not ({"embedding", "path"} & set(table.columns)):
         raise ValueError(f"{path}: a speakers table needs 'name' and 'embedding' or 'path' columns")
     names, vectors = [], []
-    encoder = vad = None
+    models = _ReferenceModels(config)
     for record in table.to_dict(orient="records"):
         embedding = record.get("embedding")
         if embedding is not None and not (isinstance(embedding, float) and np.isnan(embedding)):
             vectors.append(np.asarray(embedding, dtype=np.float32))
         else:
-            from audio_ops.embedding import grid_windows, make_encoder
-            from audio_ops.io import load_audio
-            from audio_ops.vad import detect_speech, make_vad
-
-            encoder = encoder or make_encoder(config.embedding)
-            vad = vad or make_vad(config.vad)
             ref = str(record["path"])
             if not os.path.isabs(ref) and "://" not in ref:
                 ref = os.path.join(os.path.dirname(os.path.abspath(path)), ref)
-            audio, _ = load_audio(ref, 16000)
-            regions = detect_speech(audio, config.vad, vad)
-            starts = grid_windows(regions, 0.0, len(audio) / 16000, config.embedding)
-            if starts.size == 0:
+            vector = _reference_voice(ref, config, models)
+            if vector is None:
                 raise ValueError(
                     f"{path}: no speech found in the reference audio of {record['name']!r}"
                 )
-            emb = encoder.embed(
-                audio,
-                np.round(starts * 16000).astype(np.int64),
-                int(config.embedding.window * 16000),
-            )
-            mean = emb.mean(axis=0)
-            vectors.append(mean / max(np.linalg.norm(mean), 1e-12))
+            vectors.append(vector)
         names.append(str(record["name"]))
     return names, np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)
+
+
+class _ReferenceModels:
+    """Models for embedding reference audio in the driver, loaded on first use."""
+
+    def __init__(self, config: DiarizationConfig):
+        self.config = config
+        self._loaded: dict[str, Any] = {}
+
+    def get(self, name: str):
+        if name not in self._loaded:
+            from audio_ops.embedding import make_encoder
+            from audio_ops.segmentation import load_segmentation
+            from audio_ops.vad import make_vad
+
+            seg = self.config.segmentation
+            make = {
+                "segmentation": lambda: load_segmentation(seg.segmentation_config()),
+                "local_encoder": lambda: make_encoder(seg.embedding_config()),
+                "encoder": lambda: make_encoder(self.config.embedding),
+                "vad": lambda: make_vad(self.config.vad),
+            }[name]
+            self._loaded[name] = make()
+        return self._loaded[name]
+
+
+def _reference_voice(
+    url: str, config: DiarizationConfig, models: _ReferenceModels
+) -> np.ndarray | None:
+    """The voice print of a known speaker's reference audio, as the run's method makes them: the
+    centroid of the main speaker the segmentation method finds in it, or the mean of the windows
+    method's window embeddings over its speech. None without speech."""
+    from audio_ops.io import load_audio
+
+    audio, _ = load_audio(url, SAMPLE_RATE)
+    if config.method == "segmentation":
+        from audio_ops.neural_diarization import diarize_audio_segmentation
+
+        result = diarize_audio_segmentation(
+            audio,
+            models.get("segmentation"),
+            models.get("local_encoder"),
+            config.segmentation,
+        )
+        if not len(result["centroids"]):
+            return None
+        return result["centroids"][int(np.argmax(result["speech_seconds"]))]
+    from audio_ops.embedding import grid_windows
+    from audio_ops.vad import detect_speech
+
+    regions = detect_speech(audio, config.vad, models.get("vad"))
+    starts = grid_windows(regions, 0.0, len(audio) / SAMPLE_RATE, config.embedding)
+    if starts.size == 0:
+        return None
+    emb = models.get("encoder").embed(
+        audio,
+        np.round(starts * SAMPLE_RATE).astype(np.int64),
+        int(config.embedding.window * SAMPLE_RATE),
+    )
+    mean = emb.mean(axis=0)
+    return mean / max(np.linalg.norm(mean), 1e-12)
 
 
 CENTROIDS_SCHEMA = pa.schema(
@@ -401,6 +504,10 @@ def run_diarize(
     )
     if dconf.profile.enabled:  # a bad profile model fails here, not once per file
         profile_encoder(dconf.profile, cache=False)
+    if dconf.method == "segmentation":  # a missing or altered checkpoint fails here too
+        from audio_ops.segmentation import resolve_checkpoint
+
+        resolve_checkpoint(dconf.segmentation.model, dconf.segmentation.sha256)
 
     from pipelines.probe import files_schema as _listing_schema  # listing columns + manifest ones
 
@@ -496,7 +603,7 @@ def run_diarize(
             ],
         }
         if config.write_embeddings and len(result.get("window_starts", [])):
-            w = dconf.embedding.window
+            w = result["window_seconds"]
             rows["embeddings"] = [
                 {
                     "file_id": file_id,
@@ -551,6 +658,7 @@ def _run_pipeline(todo, config, finish_ok, finish_error, done: set[str]) -> str:
     import ray.data
 
     from audio_ops.diarization import ChunkAnalysisOperator, EmbeddingOperator, SpeechOperator
+    from audio_ops.neural_diarization import SegmentationOperator
 
     # Results are gathered per file by the driver, in any order: no need to hold back a
     # finished chunk behind a slower one. Blocks of a few chunks (a 60 s chunk is 3.8 MB) go
@@ -588,10 +696,21 @@ def _run_pipeline(todo, config, finish_ok, finish_error, done: set[str]) -> str:
         num_cpus=decode.num_cpus,
         batch_format="numpy",
     )
-    if config.fused:
-        reserve = decode.num_cpus + cluster.num_cpus
-        reserve += profile_res.num_cpus * len(profilers)
-        analyse_res = _analysis_pool(res, reserve)
+    reserve = decode.num_cpus + cluster.num_cpus + profile_res.num_cpus * len(profilers)
+    if dconf.method == "segmentation":
+        segment_res = _analysis_pool(res, reserve, SegmentationOperator, "segment")
+        ds = apply_operator(
+            ds,
+            SegmentationOperator,
+            stage="segment",
+            resources=segment_res,
+            kwargs={
+                "config": dconf.segmentation,
+                "threads": max(1, int(round(segment_res.num_cpus))),
+            },
+        )
+    elif config.fused:
+        analyse_res = _analysis_pool(res, reserve, ChunkAnalysisOperator, "analyse")
         ds = apply_operator(
             ds,
             ChunkAnalysisOperator,
@@ -671,6 +790,11 @@ def _run_pipeline(todo, config, finish_ok, finish_error, done: set[str]) -> str:
                         "narrowband",
                         "window_pitch",
                         "band",
+                        "seg_starts",
+                        "activity",
+                        "local_embeddings",
+                        "frame_step",
+                        "frame_duration",
                     )
                     if k in r
                 }
@@ -690,18 +814,19 @@ def _run_pipeline(todo, config, finish_ok, finish_error, done: set[str]) -> str:
         return ""
 
 
-def _analysis_pool(overrides: dict[str, StageResources], reserve: float) -> StageResources:
-    """Resources of the fused ``analyse`` stage: the config's ``resources.analyse`` when given,
-    else one single-threaded actor per CPU of the cluster (as it is when the job starts), each
-    reserving a little under a CPU so that decode and clustering tasks (``reserve`` CPUs) always
-    find room. Measured on 2 cores: 2 actors of 1 thread beat 2 pools of 2 actors each."""
+def _analysis_pool(
+    overrides: dict[str, StageResources], reserve: float, operator: type, stage: str
+) -> StageResources:
+    """Resources of the one model stage (``analyse``, or ``segment`` under the segmentation
+    method): the config's ``resources.<stage>`` when given, else one single-threaded actor per
+    CPU of the cluster (as it is when the job starts), each reserving a little under a CPU so
+    that decode and clustering tasks (``reserve`` CPUs) always find room. Measured on 2 cores:
+    2 actors of 1 thread beat 2 pools of 2 actors each."""
     import ray
 
-    from audio_ops.diarization import ChunkAnalysisOperator
-
-    if "analyse" in overrides:
-        return overrides["analyse"]
-    declared = resources_for(ChunkAnalysisOperator, {}, "analyse")
+    if stage in overrides:
+        return overrides[stage]
+    declared = resources_for(operator, {}, stage)
     cpus = float(ray.cluster_resources().get("CPU", 1.0))
     pool = max(1, int(cpus // declared.num_cpus))
     share = min(declared.num_cpus, max((cpus - reserve) / pool, 0.05))

@@ -8,6 +8,11 @@ Global identity is scored across files: each reference speaker of each file is m
 hypothesis speaker that the optimal (DER) mapping gives it, and through that to its global id.
 ``identity_coverage`` is the share of reference file-speakers whose global id is their voice's
 most common one; ``merged_voices`` counts global ids given to more than one reference voice.
+Cross-file pairs score the linking as a decision on every pair of reference file-speakers in two
+different files: a pair is *linked* when both carry the same global id, and *true* when both are
+the same reference person; ``pair_precision`` = linked true pairs / linked pairs, ``pair_recall``
+= linked true pairs / true pairs (a file-speaker the diarization missed links nothing), and
+``pair_f1`` their harmonic mean.
 """
 
 from __future__ import annotations
@@ -44,7 +49,9 @@ def read_rttm(path: str | os.PathLike[str]) -> list[RttmTurn]:
 
 
 def rttm_line(file: str, start: float, duration: float, speaker: str) -> str:
-    """One RTTM ``SPEAKER`` line."""
+    """One RTTM ``SPEAKER`` line. RTTM fields are separated by white space, so any in the file
+    id (``name with spaces.wav``) becomes ``_``."""
+    file = "_".join(file.split())
     return f"SPEAKER {file} 1 {start:.3f} {duration:.3f} <NA> <NA> {speaker} <NA> <NA>\n"
 
 
@@ -89,6 +96,10 @@ class Report:
     identity_coverage: float | None
     merged_voices: int | None
     global_speakers: int | None
+    pair_precision: float | None = None
+    pair_recall: float | None = None
+    pair_f1: float | None = None
+    true_pairs: int | None = None
 
     def text(self) -> str:
         """A table a person reads."""
@@ -112,10 +123,53 @@ class Report:
                 f"global identity: {100 * self.identity_coverage:.1f}% of file-speakers carry their voice's id; "
                 f"{self.merged_voices} global ids merge distinct voices; {self.global_speakers} global speakers"
             )
+        if self.true_pairs:
+            lines.append(
+                f"cross-file pairs: precision {_pct(self.pair_precision)}, recall "
+                f"{_pct(self.pair_recall)}, F1 {_pct(self.pair_f1)} over {self.true_pairs} "
+                "same-person pairs"
+            )
         lines.append(
             "DER uses a 0.25 s collar on each side of reference boundaries (md-eval); DER0 none."
         )
         return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def pair_scores(
+    file_speakers: list[tuple[str, str, str | None]],
+) -> tuple[float | None, float | None, float | None, int]:
+    """Cross-file pair precision, recall and F1 of global ids (see the module docstring).
+
+    Args:
+        file_speakers: ``(file, reference speaker, global id or None)`` per reference
+            file-speaker.
+
+    Returns:
+        ``(precision, recall, f1, true pairs)``; None where undefined.
+    """
+    linked = true = both = 0
+    for i, (file_a, ref_a, gid_a) in enumerate(file_speakers):
+        for file_b, ref_b, gid_b in file_speakers[i + 1 :]:
+            if file_a == file_b:
+                continue
+            same = ref_a == ref_b
+            link = gid_a is not None and gid_a == gid_b
+            true += same
+            linked += link
+            both += same and link
+    precision = both / linked if linked else None
+    recall = both / true if true else None
+    if not true:
+        f1 = None
+    elif not both:
+        f1 = 0.0
+    else:
+        f1 = 2 * both / (linked + true)  # the harmonic mean of both / linked and both / true
+    return precision, recall, f1, true
 
 
 def evaluate(
@@ -141,6 +195,7 @@ def evaluate(
     files = []
     exact = 0
     voice_globals: dict[str, list[str]] = defaultdict(list)
+    file_speakers: list[tuple[str, str, str | None]] = []
     for stem in sorted(reference):
         ref = _annotation(reference[stem], stem)
         hyp = _annotation(hypothesis.get(stem, []), stem)
@@ -170,12 +225,18 @@ def evaluate(
                 gid = global_ids.get(stem, {}).get(hyp_label)
                 if gid is not None:
                     voice_globals[ref_label].append(gid)
+            for ref_label in ref.labels():
+                hyp_label = files[-1].mapping.get(str(ref_label))
+                gid = global_ids.get(stem, {}).get(hyp_label) if hyp_label is not None else None
+                file_speakers.append((stem, str(ref_label), gid))
     totals = Counter()
     for s in files:
         totals.update(total=s.total, miss=s.miss, fa=s.false_alarm, conf=s.confusion)
     total = max(totals["total"], 1e-9)
     coverage = merged = n_global = None
+    pair_p = pair_r = pair_f = true_pairs = None
     if global_ids is not None:
+        pair_p, pair_r, pair_f, true_pairs = pair_scores(file_speakers)
         file_speakers = sum(len(v) for v in voice_globals.values())
         majority = sum(Counter(v).most_common(1)[0][1] for v in voice_globals.values() if v)
         coverage = majority / file_speakers if file_speakers else 0.0
@@ -197,6 +258,10 @@ def evaluate(
         identity_coverage=coverage,
         merged_voices=merged,
         global_speakers=n_global,
+        pair_precision=pair_p,
+        pair_recall=pair_r,
+        pair_f1=pair_f,
+        true_pairs=true_pairs,
     )
 
 

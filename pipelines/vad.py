@@ -116,7 +116,7 @@ class SpeechScanOperator:
             file: the file's ``path``, ``file_id``, ``rel_path``.
             scan: its :class:`audio_ops.clips.FileSegmentation`.
         """
-        from audio_ops.diarization import pack
+        from audio_ops.packing import pack
 
         regions = scan.regions
         speech = float(np.sum(regions[:, 1] - regions[:, 0])) if regions.size else 0.0
@@ -186,7 +186,7 @@ class VadJob(FileJob):
         return [Stage("vad", SpeechScanOperator, kwargs)]
 
     def file_record(self, row: dict[str, Any], file: FileState) -> dict[str, Any]:
-        from audio_ops.diarization import unpack
+        from audio_ops.packing import unpack
 
         if row.get("status") == "ok" and row.get("regions"):
             regions = unpack(row["regions"]).reshape(-1, 2)

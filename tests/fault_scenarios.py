@@ -31,6 +31,7 @@ from audio_ops.diarization import (
     EmbeddingOperator,
 )
 from audio_ops.models import ModelError
+from audio_ops.neural_diarization import SegmentationOperator
 
 #: Chunks of 10 s: the five sample files (35-50 s) make 22 chunks, so a fault lands mid-file.
 CHUNK = ChunkConfig(seconds=10.0)
@@ -152,7 +153,13 @@ class TracedEmbedding(FaultPlan, EmbeddingOperator):
 
 
 class TracedAnalysis(FaultPlan, ChunkAnalysisOperator):
-    """The fused VAD + embedding stage (the default on CPUs), under a :class:`FaultPlan`."""
+    """The windows method's fused VAD + embedding stage (its default on CPUs), under a
+    :class:`FaultPlan`."""
+
+
+class TracedSegmentation(FaultPlan, SegmentationOperator):
+    """The segmentation method's model stage (segmentation and local embeddings), under a
+    :class:`FaultPlan`."""
 
 
 def read_trace(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -181,22 +188,26 @@ def in_flight(records: list[dict[str, Any]]) -> dict[tuple[str, tuple[str, ...]]
 
 @contextlib.contextmanager
 def patch_embedding():
-    """Route the diarization pipeline's embedding work, fused or split, through the traced
-    operators (the pipeline imports them from ``audio_ops.diarization`` when it runs)."""
+    """Route the diarization pipeline's model work, of either method, fused or split, through
+    the traced operators (the pipeline imports them from their modules when it runs)."""
     from unittest import mock
 
     with (
         mock.patch("audio_ops.diarization.EmbeddingOperator", TracedEmbedding),
         mock.patch("audio_ops.diarization.ChunkAnalysisOperator", TracedAnalysis),
+        mock.patch("audio_ops.neural_diarization.SegmentationOperator", TracedSegmentation),
     ):
         yield
 
 
-def run_config(**resources: Any):
-    """The diarize config of these tests: 10 s chunks, optional stage resources."""
+def run_config(method: str = "windows", **resources: Any):
+    """The diarize config of these tests: 10 s chunks, the given method (the windows method by
+    default: its stages can be split into a CPU and a GPU pool), optional stage resources."""
     from pipelines.diarize import DiarizeRunConfig
 
-    return DiarizeRunConfig(diarization=DiarizationConfig(chunk=CHUNK), resources=resources)
+    return DiarizeRunConfig(
+        diarization=DiarizationConfig(method=method, chunk=CHUNK), resources=resources
+    )
 
 
 def _alive(pid: int) -> bool:

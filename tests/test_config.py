@@ -49,9 +49,11 @@ def test_overrides_and_hash():
 
 def test_options_added_later_keep_older_run_folders_resumable():
     """An option added after run folders existed (here diarization.profile,
-    diarization.embedding.runtime and linking.profile_weight) does not change the hash while it
-    holds its default: the hash equals what a voxflow without the option computed, so an upgrade
-    does not refuse those folders. Set away from its default, it does change the hash."""
+    diarization.embedding.runtime, linking.profile_weight, and diarization.method with its
+    segmentation section) does not change the hash while it holds the value that matches the
+    older behaviour: the hash equals what a voxflow without the option computed, so an upgrade
+    does not refuse those folders. Set away from it, it does change the hash; the segmentation
+    method, the new default, is such a change (older folders resume with method: windows)."""
     import hashlib
     import json
 
@@ -62,16 +64,22 @@ def test_options_added_later_keep_older_run_folders_resumable():
         data = to_dict(config)
         diarization = data["diarization"] if "diarization" in data else data
         diarization.pop("profile")
+        diarization.pop("method")
+        diarization.pop("segmentation")
         diarization["embedding"].pop("runtime")
         data.get("linking", {}).pop("profile_weight", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
-    config = DiarizeRunConfig()
+    windows = {"diarization.method": "windows"}
+    config = load_config(DiarizeRunConfig, None, windows)
     assert config_hash(config) == before_the_option(config)
     assert config_hash(shard_config(config)) == before_the_option(shard_config(config))
-    on = load_config(DiarizeRunConfig, None, {"diarization.profile.model": "campplus"})
-    weighted = load_config(DiarizeRunConfig, None, {"linking.profile_weight": 0.7})
-    torch_only = load_config(DiarizeRunConfig, None, {"diarization.embedding.runtime": "torch"})
+    assert config_hash(DiarizeRunConfig()) != config_hash(config)
+    on = load_config(DiarizeRunConfig, None, {**windows, "diarization.profile.model": "campplus"})
+    weighted = load_config(DiarizeRunConfig, None, {**windows, "linking.profile_weight": 0.7})
+    torch_only = load_config(
+        DiarizeRunConfig, None, {**windows, "diarization.embedding.runtime": "torch"}
+    )
     assert config_hash(shard_config(torch_only)) != config_hash(shard_config(config))
     assert config_hash(on) != config_hash(config)
     assert config_hash(shard_config(on)) != config_hash(shard_config(config))

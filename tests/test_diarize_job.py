@@ -1,5 +1,6 @@
-"""``voxflow diarize`` through a real local Ray: every input once, quality on the sample, global ids,
-long files in chunks, enrollment, RTTM export and evaluation."""
+"""``voxflow diarize`` through a real local Ray: every input once, quality on real recordings (and on
+the synthetic sample), overlapped speech, global ids across files, long files in chunks,
+enrollment, RTTM export and evaluation."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import soundfile as sf
 from conftest import SAMPLE, make_hostile_corpus
 
 from audio_ops.diarization import ChunkConfig, DiarizationConfig, diarize_audio
-from audio_ops.embedding import GE2EEncoder
+from audio_ops.embedding import GE2EEncoder, make_encoder
 from audio_ops.io import load_audio
+from audio_ops.neural_diarization import SegmentationDiarizationConfig, diarize_audio_segmentation
+from audio_ops.segmentation import SegmentationConfig, load_segmentation
 from audio_ops.vad import SileroVAD
 from pipelines.cli import main
 from pipelines.evaluate import read_rttm
@@ -22,6 +25,8 @@ from pipelines.report import evaluate_run
 from pipelines.sources import list_corpus
 
 pytestmark = pytest.mark.integration
+
+REAL = SAMPLE.parent / "real"
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +73,75 @@ def test_every_input_once_and_errors_named(run, corpus):
 
 
 def test_sample_quality_and_global_ids(run):
+    """The synthetic sample (espeak-ng, flite and festival voices; MP3, 44.1 kHz stereo Ogg) under
+    the default segmentation method: a check that every format and voice goes through. Measured:
+    DER 9.2 %, 4 of 5 counts exact, every file-speaker on its voice's id, no merge. The
+    segmentation model was trained on real speech; quality is measured on real recordings
+    (below, and benchmarks/diarize_real.py)."""
     report = evaluate_run(str(SAMPLE / "rttm"), str(run))
+    assert report.der <= 0.12, report.text()
+    assert report.count_exact >= 0.8, report.text()
+    assert report.identity_coverage >= 0.85 and report.merged_voices == 0, report.text()
+
+
+def test_windows_method_on_the_sample(ray_local, tmp_path):
+    """examples/windows.yaml, the method voxflow had before segmentation, keeps what it gave on
+    the sample: DER 1.7 %, 5 of 5 counts exact, 92.9 % of file-speakers on their voice's id, no
+    merge (7 ids for 6 voices), GE2E centroids and pitch."""
+    out = tmp_path / "win"
+    config = SAMPLE.parent / "windows.yaml"
+    args = ["diarize", str(SAMPLE / "audio"), "--out", str(out), "--config", str(config), "-q"]
+    assert main(args) == 0
+    report = evaluate_run(str(SAMPLE / "rttm"), str(out))
     assert report.der <= 0.06, report.text()
     assert report.count_exact >= 0.8, report.text()
-    # Measured: 92.9 % of file-speakers on their voice's id, no merge (7 ids for 6 voices).
     assert report.identity_coverage >= 0.85 and report.merged_voices == 0, report.text()
+    speakers = pd.read_parquet(out / "speakers")
+    assert len(speakers["centroid"].iloc[0]) == 256
+    assert speakers["pitch_hz"].between(60, 400).all()
+
+
+def test_real_recordings_with_overlapped_speech(ray_local, tmp_path):
+    """Real speech (examples/real: pyannote's sample conversation, two AMI meeting excerpts),
+    the default method. Measured: DER 6.9 % (0.25 s collar, overlap scored), pyannote_sample
+    0.3 %, trn03 0.0 %, trn00 32 % (two of its three people merged)."""
+    out = tmp_path / "real"
+    assert main(["diarize", str(REAL / "audio"), "--out", str(out), "-q"]) == 0
+    report = evaluate_run(str(REAL / "rttm"), str(out))
+    assert report.der <= 0.1, report.text()
+    by_file = {f.file: f for f in report.files}
+    assert by_file["pyannote_sample"].der <= 0.05 and by_file["pyannote_sample"].hyp_speakers == 2
+    segments = pd.read_parquet(out / "segments")
+    segments["file"] = segments["path"].map(lambda p: p.rsplit("/", 1)[-1].split(".")[0])
+    # Overlap rows where the reference has overlapped speech (pyannote_sample, 18.15-18.59 s and
+    # 27.85-28.50 s): two speakers' segments cover it, both flagged.
+    sample = segments[segments["file"] == "pyannote_sample"]
+    for lo, hi in [(18.2, 18.5), (27.9, 28.4)]:
+        here = sample[(sample["start"] < hi) & (sample["end"] > lo)]
+        assert here["speaker"].nunique() == 2 and here["overlap"].all(), here
+    # The flag means what it says: a flagged row overlaps another speaker's row of its file,
+    # an unflagged one none.
+    for _, rows in segments.groupby("file_id"):
+        for _, row in rows.iterrows():
+            others = rows[rows["speaker"] != row["speaker"]]
+            crosses = ((others["start"] < row["end"]) & (others["end"] > row["start"])).any()
+            assert crosses == row["overlap"], row
+
+
+def test_the_same_real_voices_get_one_id_across_files(ray_local, tmp_path):
+    """Three conversations of the same three real LibriSpeech speakers over real noise (made by
+    benchmarks/real_conversations.py from examples/real/voices): every person is one global id
+    in every file (measured: pair precision and recall 100 %, 3 global speakers; DER 10.3 %)."""
+    from benchmarks.real_conversations import make_conversations
+
+    corpus = tmp_path / "conversations"
+    make_conversations(str(corpus), "dev", 3, 1, str(REAL / "voices"))
+    out = tmp_path / "out"
+    assert main(["diarize", str(corpus / "audio"), "--out", str(out), "-q"]) == 0
+    report = evaluate_run(str(corpus / "rttm"), str(out))
+    assert report.der <= 0.15, report.text()
+    assert report.true_pairs == 9
+    assert report.pair_f1 >= 0.9 and report.global_speakers == 3, report.text()
 
 
 def test_campplus_config_diarizes_the_sample(ray_local, tmp_path):
@@ -166,9 +235,9 @@ def test_tables_agree(run):
     merged = speakers.set_index("speaker_global").join(per_global)
     assert np.allclose(merged["speech_seconds"], merged["seconds"], atol=1e-6)
     assert (merged["file_count"] == merged["files"]).all()
-    assert len(speakers["centroid"].iloc[0]) == 256
-    # Every voice of the sample is voiced speech: a pitch within the tracker's range.
-    assert speakers["pitch_hz"].between(60, 400).all(), speakers["pitch_hz"]
+    # CAM++ voice prints; the segmentation method measures no pitch (a cue of the windows one).
+    assert len(speakers["centroid"].iloc[0]) == 192
+    assert speakers["pitch_hz"].isna().all()
     # Within a file, one local label maps to one global id and two labels never share one.
     pairs = segments.drop_duplicates(["file_id", "speaker"])
     assert not pairs.duplicated(["file_id", "speaker_global"]).any()
@@ -205,8 +274,11 @@ def test_export_rttm_and_eval_cli(run, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "OVERALL" in printed and "global identity" in printed
     scores = json.loads((tmp_path / "s.json").read_text())
-    assert scores["der"] <= 0.06
-    # RTTM folders work as hypotheses too.
+    assert scores["der"] <= 0.12
+    # RTTM folders work as hypotheses too (file ids with spaces included: RTTM splits on them).
+    spaced = tmp_path / "rttm" / "name with spaces.rttm"
+    if spaced.exists():
+        assert {t.file for t in read_rttm(spaced)} <= {"name_with_spaces"}
     assert (
         main(
             ["eval", "diarization", "--ref", str(SAMPLE / "rttm"), "--hyp", str(tmp_path / "rttm")]
@@ -216,12 +288,42 @@ def test_export_rttm_and_eval_cli(run, tmp_path, capsys):
 
 
 def test_long_file_in_chunks_matches_the_single_process_result(ray_local, tmp_path):
+    """A 90 s file of three real recordings, decoded in 20 s blocks: the pipeline's turns are
+    those of one pass over the whole signal in this process."""
+    long = np.concatenate(
+        [load_audio(str(p), 16000)[0] for p in sorted((REAL / "audio").iterdir())]
+    )
+    sf.write(str(tmp_path / "long.flac"), long, 16000)
+    (tmp_path / "run.yaml").write_text("diarization:\n  chunk: {seconds: 20.0}\n")
+    out = tmp_path / "out"
+    args = ["diarize", str(tmp_path / "long.flac"), "--out", str(out)]
+    assert main([*args, "--config", str(tmp_path / "run.yaml"), "-q"]) == 0
+    segments = pd.read_parquet(out / "segments").sort_values(["start", "speaker"])
+    config = SegmentationDiarizationConfig(device="cpu")
+    expected = diarize_audio_segmentation(
+        load_audio(str(tmp_path / "long.flac"), 16000)[0],
+        load_segmentation(SegmentationConfig(device="cpu")),
+        make_encoder(config.embedding_config()),
+        config,
+    )
+    turns = sorted(expected["turns"], key=lambda t: (t.start, f"S{t.speaker}"))
+    assert len(segments) == len(turns)
+    np.testing.assert_allclose(segments["start"], [t.start for t in turns], atol=1e-6)
+    np.testing.assert_allclose(segments["end"], [t.end for t in turns], atol=1e-6)
+    assert list(segments["speaker"]) == [f"S{t.speaker}" for t in turns]
+    assert list(segments["overlap"]) == [t.overlap for t in turns]
+    assert segments["speaker"].nunique() == len(expected["centroids"]) >= 4
+    files = pd.read_parquet(out / "files")
+    assert files["duration"].iloc[0] == pytest.approx(len(long) / 16000, abs=0.01)
+
+
+def test_long_file_in_chunks_matches_the_single_process_result_windows(ray_local, tmp_path):
     a, _ = load_audio(str(SAMPLE / "audio" / "conv01_clean_3spk.flac"), 16000)
     b, _ = load_audio(str(SAMPLE / "audio" / "conv02_noisy_2spk.flac"), 16000)
     long = np.concatenate([a, b, a])
     sf.write(str(tmp_path / "long.flac"), long, 16000)
     (tmp_path / "run.yaml").write_text(
-        "diarization:\n  chunk:\n    seconds: 20.0\n    overlap: 2.0\n"
+        "diarization:\n  method: windows\n  chunk:\n    seconds: 20.0\n    overlap: 2.0\n"
     )
     out = tmp_path / "out"
     assert (
@@ -239,7 +341,7 @@ def test_long_file_in_chunks_matches_the_single_process_result(ray_local, tmp_pa
         == 0
     )
     segments = pd.read_parquet(out / "segments").sort_values("start")
-    config = DiarizationConfig(chunk=ChunkConfig(seconds=20.0, overlap=2.0))
+    config = DiarizationConfig(method="windows", chunk=ChunkConfig(seconds=20.0, overlap=2.0))
     expected = diarize_audio(long, config, SileroVAD(), GE2EEncoder(device="cpu"))
     assert len(segments) == len(expected.turns)
     np.testing.assert_allclose(segments["start"], [t.start for t in expected.turns], atol=0.02)

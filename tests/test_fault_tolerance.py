@@ -149,6 +149,26 @@ def test_embedding_actor_exit_mid_diarization(clean_run, corpus, tmp_path):
     assert_same_as_clean(tmp_path / "run", clean_run)
 
 
+def test_segmentation_actor_exit_mid_diarization(ray_local, corpus, tmp_path):
+    """The segmentation method's model stage dies mid-run: its batches are redone, and the
+    output equals a clean run's."""
+    config = run_config("segmentation")
+    clean = tmp_path / "clean"
+    summary = run_diarize([str(corpus)], str(clean), config, quiet=True)
+    assert summary.ok == 5 and summary.errors == 0
+    marker = tmp_path / "crashed"
+    plan = corpus.parent / PLAN
+    plan.write_text(json.dumps({"crash_marker": str(marker), "crash_at": 2}))
+    try:
+        with patch_embedding():
+            summary = run_diarize([str(corpus)], str(tmp_path / "run"), config, quiet=True)
+    finally:
+        plan.unlink()
+    assert marker.exists()
+    assert summary.ok == 5 and summary.errors == 0
+    assert_same_as_clean(tmp_path / "run", clean)
+
+
 @pytest.mark.timeout(2 * FAIL_WITHIN)
 @pytest.mark.parametrize(
     ("exit_process", "attempts", "message"),
@@ -177,7 +197,7 @@ def test_operator_that_cannot_start_fails_the_job_in_bounded_time(
 @pytest.mark.timeout(2 * FAIL_WITHIN)
 def test_diarize_with_a_mismatched_model_hash_fails_naming_it(ray_local, corpus, tmp_path):
     config = DiarizeRunConfig(
-        diarization=DiarizationConfig(embedding=EmbeddingConfig(sha256="0" * 64))
+        diarization=DiarizationConfig(method="windows", embedding=EmbeddingConfig(sha256="0" * 64))
     )
     started = time.monotonic()
     # The model loads in the fused "analyse" stage on CPUs, in "embedding" when split.
@@ -185,6 +205,19 @@ def test_diarize_with_a_mismatched_model_hash_fails_naming_it(ray_local, corpus,
     with pytest.raises(Exception, match=cause):
         run_diarize([str(corpus)], str(tmp_path / "run"), config, quiet=True)
     assert time.monotonic() - started < FAIL_WITHIN
+
+
+def test_a_segmentation_checkpoint_of_another_hash_fails_before_any_file(
+    ray_local, corpus, tmp_path, capsys
+):
+    from pipelines.cli import main
+
+    config = tmp_path / "pinned.yaml"
+    config.write_text("diarization:\n  segmentation:\n    sha256: '" + "0" * 64 + "'\n")
+    out = tmp_path / "run"
+    assert main(["diarize", str(corpus), "--out", str(out), "--config", str(config)]) == 2
+    assert "SHA-256 mismatch" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def _chunk(file_id: str, index: int, last: bool) -> dict:
@@ -215,7 +248,9 @@ def test_cli_names_the_stage_that_cannot_start_in_one_line(ray_local, corpus, tm
     from pipelines.cli import main
 
     config = tmp_path / "bad.yaml"
-    config.write_text("diarization:\n  embedding:\n    sha256: '" + "0" * 64 + "'\n")
+    config.write_text(
+        "diarization:\n  method: windows\n  embedding:\n    sha256: '" + "0" * 64 + "'\n"
+    )
     code = main(["diarize", str(corpus), "--out", str(tmp_path / "run"), "--config", str(config)])
     err = capsys.readouterr().err
     assert code == 1

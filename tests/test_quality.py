@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from audio_ops.diarization import pack
 from audio_ops.io import load_audio, resample
 from audio_ops.levels import CLIP_LEVEL, LevelMeter
 from audio_ops.models import sha256_of
+from audio_ops.packing import pack
 from audio_ops.quality import (
     QUALITY_COLUMNS,
     QualityConfig,

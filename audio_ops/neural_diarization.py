@@ -1,0 +1,714 @@
+"""Diarization from neural segmentation (``diarization.method: segmentation``, the default).
+
+The pipeline of pyannote.audio 3, built from parts that run offline here:
+
+1. **Local segmentation** (:mod:`audio_ops.segmentation`): segmentation-3.0 over 10 s chunks every
+   ``step`` seconds says which of up to three local speakers talk in each 17 ms frame, two at once
+   at most.
+2. **Local speaker embeddings**: each (chunk, local speaker) is embedded with CAM++ from that
+   speaker's frames alone, preferring the frames where nobody else talks. To save CPU only every
+   ``embed_every``-th chunk is embedded; the other chunks' speakers are matched to the clustered
+   ones by how their activity overlaps (every frame is seen by several chunks).
+3. **Clustering** of the embeddings of one file into speakers: average-linkage agglomerative
+   clustering on cosine distance of the embeddings with enough clean speech, then every local
+   speaker is assigned to a speaker centroid, two local speakers of one chunk never to the same
+   one (a Hungarian assignment per chunk), as pyannote's constrained assignment does.
+4. **Reconstruction** with overlap: the frame-level speaker count (aggregated over chunks) says how
+   many speakers talk in each frame; that many of the most active clustered speakers are kept.
+   Turns can overlap, and ``overlap`` marks those that do.
+
+Everything here is pure numpy/torch; :class:`SegmentationOperator` is the batch operator the Ray
+pipeline runs in its actors, and :func:`diarize_segments` the per-file step after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from audio_ops.packing import chunk_audio, pack, unpack
+from audio_ops.segmentation import (
+    SAMPLE_RATE,
+    SegmentationModel,
+    aggregate,
+    chunk_starts,
+    cut_chunks,
+    frame_offsets,
+    total_frames_of,
+)
+from audio_ops.turns import Turn
+
+
+@dataclass(frozen=True)
+class SegmentationDiarizationConfig:
+    """The ``diarization.segmentation`` section.
+
+    Args:
+        model: segmentation checkpoint (see :class:`audio_ops.segmentation.SegmentationConfig`).
+        sha256: optional pin of the checkpoint file.
+        step: seconds between consecutive 10 s chunks.
+        batch_size: chunks per forward pass of the segmentation model.
+        device: ``auto`` (GPU when the actor has one), ``cpu`` or ``cuda``.
+        embedding: speaker embedding model of the local speakers (``campplus``, bundled).
+        embedding_runtime: CAM++ on CPUs: ``auto``, ``onnx`` or ``torch``.
+        embed_every: embed every this many chunks (the others are matched by their activity).
+        min_embedding_seconds: a local speaker with less speech in a chunk gets no embedding.
+        min_train_seconds: embeddings from less clean (non-overlapped) speech than this are
+            assigned to speakers but do not shape them.
+        threshold: cosine distance at which clustering stops merging (average linkage).
+        min_cluster_size: clusters of fewer embeddings are merged into their nearest one (when
+            the file has 10 times that many embeddings).
+        min_duration_off: a speaker's pauses shorter than this are bridged (seconds).
+        max_embeddings: longer files cluster this many evenly spaced embeddings (memory
+            O(n^2)), then assign every embedding.
+    """
+
+    model: str = "bundled:pyannote-segmentation-3.0"
+    sha256: str | None = None
+    step: float = 2.5
+    batch_size: int = 16
+    device: str = "auto"
+    embedding: str = "campplus"
+    embedding_runtime: str = "auto"
+    embed_every: int = 2
+    min_embedding_seconds: float = 0.2
+    min_train_seconds: float = 1.0
+    threshold: float = 0.4
+    min_cluster_size: int = 2
+    min_duration_off: float = 0.5
+    max_embeddings: int = 4000
+
+    def __post_init__(self) -> None:
+        if not 0 < self.step <= 10:
+            raise ValueError("segmentation.step must lie in (0, 10] seconds")
+        if self.batch_size < 1 or self.embed_every < 1 or self.min_cluster_size < 1:
+            raise ValueError("segmentation: batch_size, embed_every, min_cluster_size >= 1")
+        if not 0 < self.threshold < 2:
+            raise ValueError("segmentation.threshold must lie in (0, 2)")
+        if min(self.min_embedding_seconds, self.min_train_seconds, self.min_duration_off) < 0:
+            raise ValueError("segmentation: seconds must be >= 0")
+        if self.embedding_runtime not in ("auto", "onnx", "torch"):
+            raise ValueError("segmentation.embedding_runtime must be auto, onnx or torch")
+        if self.max_embeddings < 2:
+            raise ValueError("segmentation.max_embeddings must be >= 2")
+
+    def segmentation_config(self):
+        """The model part, as :func:`audio_ops.segmentation.load_segmentation` takes it."""
+        from audio_ops.segmentation import SegmentationConfig
+
+        return SegmentationConfig(self.model, self.sha256, self.batch_size, self.device)
+
+    def embedding_config(self):
+        """The embedding model, as :func:`audio_ops.embedding.make_encoder` takes it."""
+        from audio_ops.embedding import EmbeddingConfig
+
+        return EmbeddingConfig(
+            model=self.embedding,
+            device=self.device,
+            runtime=self.embedding_runtime,
+            cue_stride=0,
+        )
+
+
+@dataclass
+class SpeakerBounds:
+    """How many speakers a file may have.
+
+    Args:
+        num_speakers: exact count when known.
+        min_speakers: lower bound.
+        max_speakers: upper bound.
+    """
+
+    num_speakers: int | None = None
+    min_speakers: int = 1
+    max_speakers: int = 20
+
+
+# ----------------------------------------------------------------------------------------------
+# Chunk analysis (segmentation + embeddings): what the actors compute
+# ----------------------------------------------------------------------------------------------
+
+
+def seg_to_mask_frames(activity: np.ndarray, frame_step: float, frame_duration: float, n: int):
+    """Local speaker activity ``(..., frames, s)`` resampled to ``n`` 10 ms embedding frames
+    (25 ms long): each embedding frame takes the segmentation frame nearest its centre.
+
+    Returns:
+        ``(..., s, n)`` bool.
+    """
+    centres = 0.0125 + 0.01 * np.arange(n)
+    nearest = np.round((centres - frame_duration / 2) / frame_step).astype(np.int64)
+    nearest = np.clip(nearest, 0, activity.shape[-2] - 1)
+    return np.swapaxes(activity[..., nearest, :], -1, -2) > 0
+
+
+def embedding_masks(
+    activity: np.ndarray, frame_step: float, frame_duration: float, n: int, min_frames: int
+) -> np.ndarray:
+    """Which embedding frames each (chunk, local speaker) is embedded from: its frames without
+    another speaker, or all its frames when those are too few (pyannote's ``exclude_overlap``).
+
+    Args:
+        activity: ``(chunks, frames, s)`` 0/1 local activity.
+        frame_step: segmentation frame step, seconds.
+        frame_duration: segmentation frame length, seconds.
+        n: embedding frames per chunk.
+        min_frames: frames below which the clean mask falls back to the whole one.
+
+    Returns:
+        ``(chunks, s, n)`` bool.
+    """
+    clean = activity * (activity.sum(axis=-1, keepdims=True) < 2)
+    whole = seg_to_mask_frames(activity, frame_step, frame_duration, n)
+    alone = seg_to_mask_frames(clean, frame_step, frame_duration, n)
+    enough = alone.sum(axis=-1, keepdims=True) >= min_frames
+    return np.where(enough, alone, whole)
+
+
+def analyse_chunks(
+    chunks: np.ndarray,
+    embed: np.ndarray,
+    model: SegmentationModel,
+    encoder,
+    config: SegmentationDiarizationConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Segmentation of 10 s chunks, and embeddings of the local speakers of those marked.
+
+    Args:
+        chunks: ``(c, chunk_samples)`` float32.
+        embed: ``(c,)`` bool: which chunks to embed.
+        model: the segmentation model.
+        encoder: a :class:`audio_ops.embedding.SpeakerEncoder`.
+        config: the section's parameters.
+
+    Returns:
+        ``(activity, embeddings)``: ``(c, frames, s)`` uint8 and ``(c, s, d)`` float32 (NaN
+        rows for chunks not embedded and speakers with too little speech).
+    """
+    from audio_ops.embedding import mask_frames
+
+    activity = model.activity(chunks).astype(np.uint8)
+    embeddings = np.full((len(chunks), activity.shape[2], encoder.dim), np.nan, np.float32)
+    pick = np.flatnonzero(np.asarray(embed, dtype=bool))
+    if len(pick):
+        n = mask_frames(chunks.shape[1])
+        min_frames = max(1, int(round(config.min_embedding_seconds * 100)))
+        masks = embedding_masks(
+            activity[pick], model.frame_step, model.frame_duration, n, min_frames
+        )
+        embeddings[pick] = encoder.embed_masked(chunks[pick], masks, min_frames)
+    return activity, embeddings
+
+
+def block_chunk_starts(
+    block_start: float,
+    owned: float,
+    num_samples: int,
+    is_last: bool,
+    step: float,
+    chunk_seconds: float,
+) -> np.ndarray:
+    """File-time starts (seconds) of the segmentation chunks a decoded block is responsible for:
+    the file-wide grid of ``step`` inside ``[block_start, block_start + owned)`` that fits in the
+    block, and, in a file's last block, one more chunk flush with the file's end.
+
+    A file shorter than a chunk has one chunk at 0 (zero-padded)."""
+    chunk = int(round(chunk_seconds * SAMPLE_RATE))
+    start = int(round(block_start * SAMPLE_RATE))
+    step_samples = int(round(step * SAMPLE_RATE))
+    end = start + int(round(owned * SAMPLE_RATE))
+    first = -(-start // step_samples) * step_samples
+    grid = np.arange(first, end, step_samples, dtype=np.int64)
+    block_end = start + num_samples
+    grid = grid[grid + chunk <= block_end]
+    if is_last:
+        last = max(block_end - chunk, 0)
+        if block_end < chunk:
+            grid = np.zeros(1, np.int64) if start == 0 else grid[:0]
+        elif not len(grid) or grid[-1] < last:
+            grid = np.append(grid, last)
+    return grid / SAMPLE_RATE
+
+
+def embed_mask_for(
+    starts_seconds: np.ndarray, step: float, every: int, is_last: bool
+) -> np.ndarray:
+    """Which chunks are embedded: every ``every``-th of the file-wide grid (by its index), and
+    the file's final chunk (so the tail always has an embedded chunk)."""
+    index = np.round(np.asarray(starts_seconds) / step).astype(np.int64)
+    on_grid = np.isclose(np.asarray(starts_seconds), index * step)
+    mask = on_grid & (index % every == 0)
+    if is_last and len(mask):
+        mask[-1] = True
+    return mask
+
+
+# ----------------------------------------------------------------------------------------------
+# Per file: clustering and reconstruction
+# ----------------------------------------------------------------------------------------------
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _constrained_assign(scores: np.ndarray, active: np.ndarray) -> np.ndarray:
+    """Per chunk, local speakers to clusters one-to-one (Hungarian, highest total score); inactive
+    local speakers and those left over get -2."""
+    from scipy.optimize import linear_sum_assignment
+
+    chunks, local, _ = scores.shape
+    hard = np.full((chunks, local), -2, dtype=np.int64)
+    for c in range(chunks):
+        if not active[c].any():
+            continue
+        rows, cols = linear_sum_assignment(scores[c], maximize=True)
+        for r, k in zip(rows, cols, strict=True):
+            if active[c, r]:
+                hard[c, r] = k
+    return hard
+
+
+def _agglomerate(x: np.ndarray, config: SegmentationDiarizationConfig, bounds: SpeakerBounds):
+    """Cluster labels of unit embeddings ``x``: average linkage on cosine distance, stopped at
+    ``threshold`` (or cut at the count the bounds force), small clusters merged away."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    n = len(x)
+    if n == 1:
+        return np.zeros(1, np.int64)
+    tree = linkage(x, method="average", metric="cosine")
+    lo, hi = bounds.min_speakers, bounds.max_speakers
+    if bounds.num_speakers is not None:
+        lo = hi = bounds.num_speakers
+    lo, hi = min(lo, n), min(hi, n)
+    if lo == hi:
+        return fcluster(tree, lo, criterion="maxclust") - 1
+    labels = fcluster(tree, config.threshold, criterion="distance") - 1
+    # Small clusters are spurious in long files (a cough, a turn boundary), real in short ones
+    # (pyannote's rule: a tenth of the embeddings at most).
+    floor = min(config.min_cluster_size, max(1, n // 10))
+    ids, counts = np.unique(labels, return_counts=True)
+    large = ids[counts >= floor]
+    if 0 < len(large) < len(ids):
+        centroids = _normalise(np.stack([x[labels == k].mean(axis=0) for k in large]))
+        for k in ids[counts < floor]:
+            members = labels == k
+            near = large[np.argmax(_normalise(x[members].mean(axis=0)) @ centroids.T)]
+            labels[members] = near
+    count = len(np.unique(labels))
+    if count < lo or count > hi:
+        labels = fcluster(tree, min(max(count, lo), hi), criterion="maxclust") - 1
+    return np.unique(labels, return_inverse=True)[1].astype(np.int64)
+
+
+def cluster_local_speakers(
+    activity: np.ndarray,
+    embeddings: np.ndarray,
+    frame_step: float,
+    config: SegmentationDiarizationConfig,
+    bounds: SpeakerBounds | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which file speaker each (chunk, local speaker) is, from their embeddings.
+
+    Args:
+        activity: ``(c, frames, s)`` 0/1 local activity.
+        embeddings: ``(c, s, d)`` unit embeddings, NaN where none.
+        frame_step: segmentation frame step, seconds.
+        config: clustering parameters.
+        bounds: speaker count constraints.
+
+    Returns:
+        ``(hard, centroids)``: ``(c, s)`` speaker index per local speaker with an embedding (-2
+        for the rest: :func:`stitch_unembedded` matches those), and the ``(k, d)`` unit
+        centroids.
+    """
+    bounds = bounds or SpeakerBounds()
+    dim = embeddings.shape[-1]
+    valid = ~np.isnan(embeddings).any(axis=-1)
+    active = activity.sum(axis=1) > 0
+    if not valid.any():
+        # Speech too short to embed anywhere: one speaker (without a voice print: a zero
+        # centroid, which global linking leaves on its own), if anyone speaks at all.
+        hard = np.where(active, 0, -2).astype(np.int64)
+        return hard, np.zeros((1 if active.any() else 0, dim), np.float32)
+    clean = (activity * (activity.sum(axis=2, keepdims=True) == 1)).sum(axis=1) * frame_step
+    train = valid & (clean >= config.min_train_seconds)
+    if train.sum() < 2:
+        train = valid
+    x = _normalise(embeddings[train].astype(np.float64))
+    if len(x) > config.max_embeddings:
+        pick = np.linspace(0, len(x) - 1, config.max_embeddings).round().astype(np.int64)
+        sub = _agglomerate(x[pick], config, bounds)
+        centroids = _normalise(np.stack([x[pick][sub == k].mean(0) for k in np.unique(sub)]))
+        labels = np.argmax(x @ centroids.T, axis=1)
+    else:
+        labels = _agglomerate(x, config, bounds)
+    centroids = _normalise(np.stack([x[labels == k].mean(axis=0) for k in np.unique(labels)]))
+    scores = np.einsum("csd,kd->csk", np.nan_to_num(embeddings.astype(np.float64)), centroids)
+    hard = _constrained_assign(scores, valid)  # the rest: stitch_unembedded
+    return hard, centroids.astype(np.float32)
+
+
+def clustered_activity(activity: np.ndarray, hard: np.ndarray, num_speakers: int) -> np.ndarray:
+    """``(c, frames, k)``: each chunk's activity per file speaker (the max over its local speakers
+    assigned there; NaN for speakers the chunk does not have)."""
+    chunks, frames, _ = activity.shape
+    out = np.full((chunks, frames, num_speakers), np.nan)
+    for c in range(chunks):
+        for k in np.unique(hard[c]):
+            if k >= 0:
+                out[c, :, k] = activity[c][:, hard[c] == k].max(axis=1)
+    return out
+
+
+def stitch_unembedded(
+    activity: np.ndarray,
+    hard: np.ndarray,
+    offsets: np.ndarray,
+    total_frames: int,
+    num_speakers: int,
+) -> np.ndarray:
+    """Speakers for the active local speakers that clustering left unassigned (their chunk was
+    not embedded, or their speech there was too short to embed): each is matched to the file
+    speaker whose activity, in the assigned chunks around it, it overlaps most, never to one its
+    chunk already has; one that overlaps none stays -2.
+
+    Args:
+        activity: ``(c, frames, s)`` 0/1.
+        hard: ``(c, s)`` from :func:`cluster_local_speakers` (-2: unassigned).
+        offsets: first file frame of each chunk.
+        total_frames: frames of the file.
+        num_speakers: file speakers.
+    """
+    active = activity.sum(axis=1) > 0
+    pending = active & (hard < 0)
+    if not pending.any() or num_speakers == 0:
+        return hard
+    guide = aggregate(
+        clustered_activity(activity, hard, num_speakers), offsets, total_frames, average=True
+    )
+    hard = hard.copy()
+    frames = activity.shape[1]
+    for c in np.flatnonzero(pending.any(axis=1)):
+        lo = int(offsets[c])
+        block = guide[lo : lo + frames]
+        overlap = activity[c, : len(block)].T.astype(np.float64) @ block  # (s, k)
+        taken = hard[c][hard[c] >= 0]
+        overlap[:, taken] = -1.0
+        overlap[~pending[c]] = -1.0
+        match = _constrained_assign(overlap[None], pending[c][None])[0]
+        for r in np.flatnonzero(pending[c]):
+            if match[r] >= 0 and overlap[r, match[r]] > 0:
+                hard[c, r] = match[r]
+    return hard
+
+
+def reconstruct(
+    activity: np.ndarray,
+    hard: np.ndarray,
+    count: np.ndarray,
+    offsets: np.ndarray,
+    total_frames: int,
+    num_speakers: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Frame-level diarization: in each frame, the ``count`` file speakers most active there.
+
+    Returns:
+        ``(binary, support)``: ``(total_frames, k)`` 0/1, and each speaker's share of the chunks
+        that saw a frame voting it active (a confidence).
+    """
+    per_chunk = clustered_activity(activity, hard, num_speakers)
+    summed = aggregate(per_chunk, offsets, total_frames, average=False)
+    seen = aggregate(np.ones(activity.shape[:2] + (1,)), offsets, total_frames, average=False)
+    support = summed / np.maximum(seen, 1.0)
+    binary = np.zeros((total_frames, num_speakers), dtype=np.uint8)
+    order = np.argsort(-summed, axis=1, kind="stable")
+    for t in np.flatnonzero(count > 0):
+        top = order[t, : min(int(count[t]), num_speakers)]
+        binary[t, top[summed[t, top] > 0]] = 1
+    return binary, support
+
+
+def binary_to_turns(
+    binary: np.ndarray,
+    support: np.ndarray,
+    frame_step: float,
+    frame_duration: float,
+    duration: float,
+    min_duration_off: float,
+) -> list[Turn]:
+    """Turns of every speaker from frame-level activity: runs of active frames (frame centres),
+    pauses shorter than ``min_duration_off`` bridged; ``overlap`` set where another speaker's turn
+    overlaps it; ``confidence`` the mean chunk support over the turn.
+
+    Args:
+        binary: ``(frames, k)`` 0/1.
+        support: ``(frames, k)`` share of chunks voting each speaker active.
+        frame_step: seconds per frame.
+        frame_duration: frame length, seconds (a frame's centre is at ``i * step + duration/2``).
+        duration: file length, seconds (turns end there at the latest).
+        min_duration_off: bridge shorter pauses, seconds.
+    """
+    turns: list[Turn] = []
+    centre = frame_duration / 2
+    for k in range(binary.shape[1]):
+        edges = np.diff(np.concatenate([[0], binary[:, k].astype(np.int8), [0]]))
+        ons, offs = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        runs: list[list[int]] = []
+        for a, b in zip(ons, offs, strict=True):
+            if runs and (a - runs[-1][1]) * frame_step < min_duration_off:
+                runs[-1][1] = b
+            else:
+                runs.append([a, b])
+        for a, b in runs:
+            start = a * frame_step + centre
+            end = min(b * frame_step + centre, duration)
+            if end > start:
+                conf = float(np.clip(support[a:b, k].mean(), 0.0, 1.0))
+                turns.append(Turn(float(start), float(end), k, conf, False))
+    turns.sort(key=lambda t: (t.start, t.speaker))
+    for i, turn in enumerate(turns):
+        for other in turns[i + 1 :]:
+            if other.start >= turn.end:
+                break
+            if other.speaker != turn.speaker:
+                turn.overlap = other.overlap = True
+    return turns
+
+
+def diarize_segments(
+    chunk_start_seconds: np.ndarray,
+    activity: np.ndarray,
+    embeddings: np.ndarray,
+    duration: float,
+    frame_step: float,
+    frame_duration: float,
+    config: SegmentationDiarizationConfig,
+    bounds: SpeakerBounds | None = None,
+) -> dict[str, Any]:
+    """One file's diarization from its chunks' segmentation and embeddings.
+
+    Args:
+        chunk_start_seconds: ``(c,)`` chunk starts, seconds, in increasing order.
+        activity: ``(c, frames, s)`` 0/1 local activity.
+        embeddings: ``(c, s, d)``; chunks not embedded hold NaN.
+        duration: file length, seconds.
+        frame_step: segmentation frame step, seconds.
+        frame_duration: segmentation frame length, seconds.
+        config: the section's parameters.
+        bounds: speaker count constraints.
+
+    Returns:
+        ``turns`` (speakers numbered 0.. in order of first speech), ``centroids`` ``(k, d)``,
+        ``speech_seconds`` ``(k,)``, ``num_embeddings``, and per embedding ``embedding_starts``,
+        ``embedding_labels``, ``embedding_vectors``.
+    """
+    chunk_start_seconds = np.asarray(chunk_start_seconds, dtype=np.float64)
+    dim = embeddings.shape[-1]
+    frames = activity.shape[1]
+    offsets = frame_offsets(chunk_start_seconds, frame_step)
+    total = total_frames_of(int(round(duration * SAMPLE_RATE)), frame_step, frames)
+    total = max(total, int(offsets.max(initial=0)) + frames)
+    counts = activity.sum(axis=2, keepdims=True).astype(np.float64)
+    # Half the chunks or more saying "one more speaker here" counts (avoids rint's round-half-
+    # to-even dropping frames that exactly half the chunks hear).
+    count = np.floor(aggregate(counts, offsets, total)[:, 0] + 0.5).astype(np.int64)
+    if bounds is not None and bounds.num_speakers is not None:
+        count = np.minimum(count, bounds.num_speakers)
+    elif bounds is not None:
+        count = np.minimum(count, bounds.max_speakers)
+    valid = ~np.isnan(embeddings).any(axis=-1)
+    hard, centroids = cluster_local_speakers(activity, embeddings, frame_step, config, bounds)
+    k = len(centroids)
+    hard = stitch_unembedded(activity, hard, offsets, total, k)
+    binary, support = reconstruct(activity, hard, count, offsets, total, k)
+    turns = binary_to_turns(
+        binary, support, frame_step, frame_duration, duration, config.min_duration_off
+    )
+    # Speakers numbered in order of first speech; speakers left without a turn dropped.
+    order: dict[int, int] = {}
+    for turn in turns:
+        order.setdefault(turn.speaker, len(order))
+    for turn in turns:
+        turn.speaker = order[turn.speaker]
+    kept = sorted(order, key=order.get)
+    centroids = centroids[kept] if len(kept) else np.zeros((0, dim), np.float32)
+    seconds = np.zeros(len(kept))
+    for turn in turns:
+        seconds[turn.speaker] += turn.end - turn.start
+    remap = np.full(max(k, 1), -1, np.int64)
+    for old, new in order.items():
+        remap[old] = new
+    rows, cols = np.nonzero(valid)
+    labels = np.where(hard[rows, cols] >= 0, remap[np.maximum(hard[rows, cols], 0)], -1)
+    return {
+        "turns": turns,
+        "centroids": centroids.astype(np.float32),
+        "speech_seconds": seconds,
+        "num_embeddings": int(valid.sum()),
+        "embedding_starts": chunk_start_seconds[rows],
+        "embedding_labels": labels,
+        "embedding_vectors": embeddings[rows, cols].astype(np.float32),
+    }
+
+
+def diarize_audio_segmentation(
+    audio: np.ndarray,
+    model: SegmentationModel,
+    encoder,
+    config: SegmentationDiarizationConfig,
+    bounds: SpeakerBounds | None = None,
+) -> dict[str, Any]:
+    """Diarize one 16 kHz signal in this process (the reference the pipeline agrees with).
+
+    Args:
+        audio: the samples.
+        model: the segmentation model.
+        encoder: the local speaker embedding model.
+        config: the section's parameters.
+        bounds: speaker count constraints.
+    """
+    audio = np.asarray(audio, dtype=np.float32)
+    starts = chunk_starts(len(audio), model.chunk_samples, int(round(config.step * SAMPLE_RATE)))
+    seconds = starts / SAMPLE_RATE
+    chunks = cut_chunks(audio, starts, model.chunk_samples)
+    embed = embed_mask_for(seconds, config.step, config.embed_every, is_last=True)
+    activity, embeddings = analyse_chunks(chunks, embed, model, encoder, config)
+    return diarize_segments(
+        seconds,
+        activity,
+        embeddings,
+        len(audio) / SAMPLE_RATE,
+        model.frame_step,
+        model.frame_duration,
+        config,
+        bounds,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Batch operator (numpy batches in and out, no Ray): the pipeline's actor stage
+# ----------------------------------------------------------------------------------------------
+
+#: Decoded blocks must hold this much audio past the span they own, so every segmentation chunk
+#: that starts in a block fits in it (segmentation-3.0's chunks are 10 s).
+MAX_CHUNK_SECONDS = 10.0
+
+
+class SegmentationOperator:
+    """Segmentation and local speaker embeddings of decoded blocks, one actor stage.
+
+    Reads a block row (``audio`` as float32 bytes, ``chunk_start``, ``owned``, ``num_samples``,
+    ``is_last``, ``status``) and writes, packed: ``seg_starts`` (file-time starts of the block's
+    segmentation chunks), ``activity`` (``(c, frames, s)`` uint8), ``local_embeddings``
+    (``(c, s, d)`` float32, NaN where none), and the model's ``frame_step`` and
+    ``frame_duration``; drops the audio. Rows of failed decodes pass through with empty arrays.
+    Runs on the GPU when the actor has one (``segmentation.device: auto``).
+
+    Args:
+        config: the ``diarization.segmentation`` section.
+        threads: torch and onnxruntime threads of this actor (CPU).
+    """
+
+    inputs = ("audio", "chunk_start", "owned", "num_samples", "is_last")
+    outputs = ("seg_starts", "activity", "local_embeddings", "frame_step", "frame_duration")
+    uses_model = True
+    num_cpus = 1.0
+    batch_size = 2
+
+    def __init__(self, config: SegmentationDiarizationConfig, threads: int = 1):
+        import torch
+
+        from audio_ops.embedding import make_encoder
+        from audio_ops.segmentation import load_segmentation
+
+        torch.set_num_threads(max(1, threads))
+        self.config = config
+        self.model = load_segmentation(config.segmentation_config())
+        if self.model.duration > MAX_CHUNK_SECONDS:
+            raise ValueError(
+                f"segmentation chunks of {self.model.duration:g} s are longer than the "
+                f"{MAX_CHUNK_SECONDS:g} s the pipeline decodes past each block"
+            )
+        self.encoder = make_encoder(config.embedding_config())
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        columns: dict[str, list] = {name: [] for name in self.outputs}
+        statuses = batch.get("status", np.array(["ok"] * len(batch["audio"]), dtype=object))
+        for audio_bytes, start, owned, num, last, status in zip(
+            batch["audio"],
+            batch["chunk_start"],
+            batch["owned"],
+            batch["num_samples"],
+            batch["is_last"],
+            statuses,
+            strict=True,
+        ):
+            model = self.model
+            starts = np.zeros(0)
+            if status == "ok":
+                starts = block_chunk_starts(
+                    float(start),
+                    float(owned),
+                    int(num),
+                    bool(last),
+                    self.config.step,
+                    model.duration,
+                )
+            audio = chunk_audio(audio_bytes)
+            offsets = np.round((starts - float(start)) * SAMPLE_RATE).astype(np.int64)
+            chunks = cut_chunks(audio, offsets, model.chunk_samples)
+            embed = embed_mask_for(starts, self.config.step, self.config.embed_every, bool(last))
+            activity, embeddings = analyse_chunks(chunks, embed, model, self.encoder, self.config)
+            columns["seg_starts"].append(pack(starts.astype(np.float64)))
+            columns["activity"].append(pack(activity))
+            columns["local_embeddings"].append(pack(embeddings))
+            columns["frame_step"].append(model.frame_step)
+            columns["frame_duration"].append(model.frame_duration)
+        out = {k: v for k, v in batch.items() if k != "audio"}
+        for name, values in columns.items():
+            kind = object if name in ("seg_starts", "activity", "local_embeddings") else np.float64
+            out[name] = np.array(values, dtype=kind)
+        return out
+
+
+def diarize_segment_rows(
+    rows: list[dict[str, Any]],
+    config: SegmentationDiarizationConfig,
+    bounds: SpeakerBounds | None = None,
+) -> dict[str, Any]:
+    """Assemble one file's :class:`SegmentationOperator` rows (any order) and diarize it
+    (:func:`diarize_segments`)."""
+    rows = sorted(rows, key=lambda r: int(r["chunk_index"]))
+    duration = max(float(r["chunk_start"]) + int(r["num_samples"]) / SAMPLE_RATE for r in rows)
+    starts = np.concatenate([unpack(r["seg_starts"]) for r in rows])
+    activity = [unpack(r["activity"]) for r in rows]
+    embeddings = [unpack(r["local_embeddings"]) for r in rows]
+    if not len(starts):
+        return diarize_segments(
+            np.zeros(0),
+            np.zeros((0, 1, 1), np.uint8),
+            np.zeros((0, 1, 0)),
+            duration,
+            float(rows[0]["frame_step"]),
+            float(rows[0]["frame_duration"]),
+            config,
+            bounds,
+        )
+    activity = np.concatenate([a for a in activity if len(a)])
+    embeddings = np.concatenate([e for e in embeddings if len(e)])
+    order = np.argsort(starts, kind="stable")
+    return diarize_segments(
+        starts[order],
+        activity[order],
+        embeddings[order],
+        duration,
+        float(rows[0]["frame_step"]),
+        float(rows[0]["frame_duration"]),
+        config,
+        bounds,
+    )

