@@ -627,6 +627,7 @@ class SegmentationOperator:
         from audio_ops.segmentation import load_segmentation
 
         torch.set_num_threads(max(1, threads))
+        self.threads = max(1, threads)
         self.config = config
         self.model = load_segmentation(config.segmentation_config())
         if self.model.duration > MAX_CHUNK_SECONDS:
@@ -637,6 +638,11 @@ class SegmentationOperator:
         self.encoder = make_encoder(config.embedding_config())
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        # Ray Data calls this from a thread of its own, not the constructor's: the thread count
+        # set there does not hold here (OpenMP keeps it per thread).
+        torch.set_num_threads(self.threads)
         columns: dict[str, list] = {name: [] for name in self.outputs}
         statuses = batch.get("status", np.array(["ok"] * len(batch["audio"]), dtype=object))
         for audio_bytes, start, owned, num, last, status in zip(
