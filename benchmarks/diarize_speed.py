@@ -13,6 +13,15 @@ Measured in one run of this script, on the same corpus:
   CPU second);
 - ``voxflow diarize`` as a user runs it (a fresh process that starts a local Ray) with 1 and with 2
   CPUs, the median of ``--runs`` runs, with the peak RSS of its driver and workers.
+
+``--configs default fast=examples/segmentation_fast.yaml windows=examples/windows.yaml`` times
+each config in the same run (``default``: no config file); ``--cpus 2`` only the 2-CPU runs;
+``--skip-stages`` leaves out the windows method's per-stage breakdown. A corpus of real voices:
+
+    python -c "from benchmarks.real_conversations import make_conversations as m; \
+        m('/tmp/real10h', 'dev', 400, 21)"
+    python benchmarks/diarize_speed.py /tmp/real10h/audio --runs 1 --cpus 2 --skip-baseline \
+        --skip-stages --configs default windows=examples/windows.yaml
 """
 
 from __future__ import annotations
@@ -217,10 +226,12 @@ def staged(files: list[Path]) -> dict[str, float]:
     return times
 
 
-def voxflow_runs(root: Path, work: Path, cpus: int, runs: int) -> list[dict]:
+def voxflow_runs(
+    root: Path, work: Path, cpus: int, runs: int, name: str = "default", config: Path | None = None
+) -> list[dict]:
     results = []
     for i in range(runs):
-        out = work / f"out_{cpus}cpu_{i}"
+        out = work / f"out_{name}_{cpus}cpu_{i}"
         cmd = [
             sys.executable,
             "-m",
@@ -232,7 +243,7 @@ def voxflow_runs(root: Path, work: Path, cpus: int, runs: int) -> list[dict]:
             "-q",
             "--num-cpus",
             str(cpus),
-        ]
+        ] + (["--config", str(config.resolve())] if config else [])
         result = run_measured(cmd)
         if result["returncode"] != 0:
             raise RuntimeError(result["output_tail"])
@@ -250,7 +261,14 @@ def main() -> None:
     parser.add_argument("corpus", type=Path)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--skip-stages", action="store_true")
+    parser.add_argument("--cpus", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--configs", nargs="+", default=["default"])
     args = parser.parse_args()
+    configs = [
+        ("default", None) if item == "default" else (item.split("=")[0], Path(item.split("=")[1]))
+        for item in args.configs
+    ]
     files = corpus_files(args.corpus)
     work = Path(tempfile.mkdtemp(prefix="voxflow-diarize-bench-"))
     audio_seconds, decode_wall = decode_limit(files)
@@ -271,15 +289,17 @@ def main() -> None:
     }
     if not args.skip_baseline:
         report["plain_script_x"] = audio_seconds / plain_script(files)
-    stage_cpu = staged(files)
-    report["stage_audio_seconds_per_cpu_second"] = {
-        k: audio_seconds / v if v else None for k, v in stage_cpu.items()
-    }
-    report["stage_cpu_share"] = {k: v / sum(stage_cpu.values()) for k, v in stage_cpu.items()}
-    for cpus in (1, 2):
-        runs = voxflow_runs(args.corpus, work, cpus, args.runs)
+    if not args.skip_stages:
+        stage_cpu = staged(files)
+        report["stage_audio_seconds_per_cpu_second"] = {
+            k: audio_seconds / v if v else None for k, v in stage_cpu.items()
+        }
+        report["stage_cpu_share"] = {k: v / sum(stage_cpu.values()) for k, v in stage_cpu.items()}
+    for (name, config), cpus in [(c, n) for c in configs for n in args.cpus]:
+        runs = voxflow_runs(args.corpus, work, cpus, args.runs, name, config)
         walls = [r["wall_seconds"] for r in runs]
-        report[f"voxflow_{cpus}cpu"] = {
+        key = f"voxflow_{cpus}cpu" if name == "default" else f"voxflow_{name}_{cpus}cpu"
+        report[key] = {
             "x_real_time_median": audio_seconds / statistics.median(walls),
             "wall_seconds": walls,
             "pipeline_wall_seconds": [r["pipeline_wall_seconds"] for r in runs],
