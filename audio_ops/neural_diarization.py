@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from audio_ops.clustering import ClusteringConfig
 from audio_ops.packing import chunk_audio, pack, unpack
 from audio_ops.segmentation import (
     SAMPLE_RATE,
@@ -110,21 +111,6 @@ class SegmentationDiarizationConfig:
             runtime=self.embedding_runtime,
             cue_stride=0,
         )
-
-
-@dataclass
-class SpeakerBounds:
-    """How many speakers a file may have.
-
-    Args:
-        num_speakers: exact count when known.
-        min_speakers: lower bound.
-        max_speakers: upper bound.
-    """
-
-    num_speakers: int | None = None
-    min_speakers: int = 1
-    max_speakers: int = 20
 
 
 # ----------------------------------------------------------------------------------------------
@@ -272,7 +258,7 @@ def _constrained_assign(scores: np.ndarray, active: np.ndarray) -> np.ndarray:
     return hard
 
 
-def _agglomerate(x: np.ndarray, config: SegmentationDiarizationConfig, bounds: SpeakerBounds):
+def _agglomerate(x: np.ndarray, config: SegmentationDiarizationConfig, bounds: ClusteringConfig):
     """Cluster labels of unit embeddings ``x``: average linkage on cosine distance, stopped at
     ``threshold`` (or cut at the count the bounds force), small clusters merged away."""
     from scipy.cluster.hierarchy import fcluster, linkage
@@ -310,7 +296,7 @@ def cluster_local_speakers(
     embeddings: np.ndarray,
     frame_step: float,
     config: SegmentationDiarizationConfig,
-    bounds: SpeakerBounds | None = None,
+    bounds: ClusteringConfig | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Which file speaker each (chunk, local speaker) is, from their embeddings.
 
@@ -319,14 +305,15 @@ def cluster_local_speakers(
         embeddings: ``(c, s, d)`` unit embeddings, NaN where none.
         frame_step: segmentation frame step, seconds.
         config: clustering parameters.
-        bounds: speaker count constraints.
+        bounds: speaker count constraints (``num_speakers``, ``min_speakers``, ``max_speakers``
+            of the ``clustering`` section).
 
     Returns:
         ``(hard, centroids)``: ``(c, s)`` speaker index per local speaker with an embedding (-2
         for the rest: :func:`stitch_unembedded` matches those), and the ``(k, d)`` unit
         centroids.
     """
-    bounds = bounds or SpeakerBounds()
+    bounds = bounds or ClusteringConfig()
     dim = embeddings.shape[-1]
     valid = ~np.isnan(embeddings).any(axis=-1)
     active = activity.sum(axis=1) > 0
@@ -488,7 +475,7 @@ def diarize_segments(
     frame_step: float,
     frame_duration: float,
     config: SegmentationDiarizationConfig,
-    bounds: SpeakerBounds | None = None,
+    bounds: ClusteringConfig | None = None,
 ) -> dict[str, Any]:
     """One file's diarization from its chunks' segmentation and embeddings.
 
@@ -500,7 +487,8 @@ def diarize_segments(
         frame_step: segmentation frame step, seconds.
         frame_duration: segmentation frame length, seconds.
         config: the section's parameters.
-        bounds: speaker count constraints.
+        bounds: speaker count constraints (``num_speakers``, ``min_speakers``, ``max_speakers``
+            of the ``clustering`` section).
 
     Returns:
         ``turns`` (speakers numbered 0.. in order of first speech), ``centroids`` ``(k, d)``,
@@ -561,7 +549,7 @@ def diarize_audio_segmentation(
     model: SegmentationModel,
     encoder,
     config: SegmentationDiarizationConfig,
-    bounds: SpeakerBounds | None = None,
+    bounds: ClusteringConfig | None = None,
 ) -> dict[str, Any]:
     """Diarize one 16 kHz signal in this process (the reference the pipeline agrees with).
 
@@ -570,7 +558,8 @@ def diarize_audio_segmentation(
         model: the segmentation model.
         encoder: the local speaker embedding model.
         config: the section's parameters.
-        bounds: speaker count constraints.
+        bounds: speaker count constraints (``num_speakers``, ``min_speakers``, ``max_speakers``
+            of the ``clustering`` section).
     """
     audio = np.asarray(audio, dtype=np.float32)
     starts = chunk_starts(len(audio), model.chunk_samples, int(round(config.step * SAMPLE_RATE)))
@@ -685,7 +674,7 @@ class SegmentationOperator:
 def diarize_segment_rows(
     rows: list[dict[str, Any]],
     config: SegmentationDiarizationConfig,
-    bounds: SpeakerBounds | None = None,
+    bounds: ClusteringConfig | None = None,
 ) -> dict[str, Any]:
     """Assemble one file's :class:`SegmentationOperator` rows (any order) and diarize it
     (:func:`diarize_segments`)."""

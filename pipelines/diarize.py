@@ -31,7 +31,6 @@ from audio_ops.errors import error_kind
 from audio_ops.linking import LinkingConfig, global_centroids, link_speakers, match_enrolled
 from audio_ops.neural_diarization import (
     MAX_CHUNK_SECONDS,
-    SpeakerBounds,
     diarize_segment_rows,
 )
 from audio_ops.pitch import semitones_to_hz
@@ -268,11 +267,7 @@ def _segmentation_file_result(
     chunks: list[dict[str, Any]], config: DiarizationConfig, keep_windows: bool
 ) -> dict[str, Any]:
     """:func:`diarize_file_task` under ``method: segmentation``."""
-    clustering = config.clustering
-    bounds = SpeakerBounds(
-        clustering.num_speakers, clustering.min_speakers, clustering.max_speakers
-    )
-    result = diarize_segment_rows(chunks, config.segmentation, bounds)
+    result = diarize_segment_rows(chunks, config.segmentation, config.clustering)
     k = len(result["centroids"])
     out = {
         "duration": max(

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from audio_ops.clustering import ClusteringConfig
 from audio_ops.models import ModelError, sha256_of
 from audio_ops.neural_diarization import (
     SegmentationDiarizationConfig,
-    SpeakerBounds,
     binary_to_turns,
     block_chunk_starts,
     cluster_local_speakers,
@@ -198,7 +198,7 @@ def test_two_local_speakers_of_one_chunk_are_never_one_speaker():
     # One speaker cluster, and never both local speakers of a chunk in it.
     assert ((hard[:, :2] >= 0).sum(axis=1) == 1).all()
     two = cluster_local_speakers(
-        activity, embeddings, 0.0169, config, SpeakerBounds(num_speakers=2)
+        activity, embeddings, 0.0169, config, ClusteringConfig(num_speakers=2)
     )[0]
     assert (two[:, 0] != two[:, 1]).all() and set(two[:, :2].ravel()) == {0, 1}
 
