@@ -632,8 +632,9 @@ class SegmentationOperator:
         # Ray Data calls this from a thread of its own, not the constructor's: the thread count
         # set there does not hold here (OpenMP keeps it per thread).
         torch.set_num_threads(self.threads)
-        columns: dict[str, list] = {name: [] for name in self.outputs}
+        model = self.model
         statuses = batch.get("status", np.array(["ok"] * len(batch["audio"]), dtype=object))
+        plans, pieces, embed = [], [], []
         for audio_bytes, start, owned, num, last, status in zip(
             batch["audio"],
             batch["chunk_start"],
@@ -643,7 +644,6 @@ class SegmentationOperator:
             statuses,
             strict=True,
         ):
-            model = self.model
             starts = np.zeros(0)
             if status == "ok":
                 starts = block_chunk_starts(
@@ -654,20 +654,30 @@ class SegmentationOperator:
                     self.config.step,
                     model.duration,
                 )
-            audio = chunk_audio(audio_bytes)
             offsets = np.round((starts - float(start)) * SAMPLE_RATE).astype(np.int64)
-            chunks = cut_chunks(audio, offsets, model.chunk_samples)
-            embed = embed_mask_for(starts, self.config.step, self.config.embed_every, bool(last))
-            activity, embeddings = analyse_chunks(chunks, embed, model, self.encoder, self.config)
-            columns["seg_starts"].append(pack(starts.astype(np.float64)))
-            columns["activity"].append(pack(activity))
-            columns["local_embeddings"].append(pack(embeddings))
-            columns["frame_step"].append(model.frame_step)
-            columns["frame_duration"].append(model.frame_duration)
+            plans.append(starts)
+            pieces.append(cut_chunks(chunk_audio(audio_bytes), offsets, model.chunk_samples))
+            embed.append(
+                embed_mask_for(starts, self.config.step, self.config.embed_every, bool(last))
+            )
+        # The chunks of every block of the batch go through the models together (full batches
+        # on a GPU), then are split back by block.
+        activity, embeddings = analyse_chunks(
+            np.concatenate(pieces), np.concatenate(embed), model, self.encoder, self.config
+        )
+        bounds = np.cumsum([0] + [len(p) for p in plans])
         out = {k: v for k, v in batch.items() if k != "audio"}
-        for name, values in columns.items():
-            kind = object if name in ("seg_starts", "activity", "local_embeddings") else np.float64
-            out[name] = np.array(values, dtype=kind)
+        out["seg_starts"] = np.array([pack(p.astype(np.float64)) for p in plans], dtype=object)
+        out["activity"] = np.array(
+            [pack(activity[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)],
+            dtype=object,
+        )
+        out["local_embeddings"] = np.array(
+            [pack(embeddings[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)],
+            dtype=object,
+        )
+        out["frame_step"] = np.full(len(plans), model.frame_step)
+        out["frame_duration"] = np.full(len(plans), model.frame_duration)
         return out
 
 
