@@ -241,3 +241,8 @@ def segment_file(
     energy = np.concatenate(energies) if energies else np.zeros(0)
     clips = cut_clips(merged, duration, clip_config, energy=energy)
     return FileSegmentation(duration, merged, meter.result(), clips)
+
+
+def clip_id(file_id: str, start: float) -> str:
+    """Deterministic clip id: the file's id and the clip's start in milliseconds."""
+    return f"{file_id}_{int(round(start * 1000)):09d}"

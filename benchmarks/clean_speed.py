@@ -7,7 +7,7 @@
   1.5-3 min each, at least ``--minutes`` in all; one file in three is 44.1 kHz stereo, the rest
   16 kHz mono, all FLAC. Generated once into ``--corpus`` (reused when its manifest exists).
 - Stages: the operators ``voxflow clean`` runs, built from ``examples/clean.yaml`` exactly as the
-  job builds them (``pipelines.clean._step_operator``), run one after another in this process on
+  job builds them (``pipelines.jobs.clean._step_operator``), run one after another in this process on
   one thread each, every stage fed the previous stage's rows: segment (decode + Silero VAD +
   loudness + cutting at pauses), load (each clip decoded with its file's loudness gain: clean's
   standardisation), enhance, speaker check, transcribe, quality; plus ``audio_ops.standardize``
@@ -113,7 +113,7 @@ def in_batches(rows: dict[str, np.ndarray], size: int):
 
 
 def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    from pipelines.stages import _concat
+    from pipelines.engine.stages import _concat
 
     return _concat(parts)
 
@@ -144,8 +144,13 @@ def staged(files: list[Path], corpus_seconds: float, separate_seconds: float, wo
     from audio_ops.io import audio_info, load_audio
     from audio_ops.separation import SeparateOperator, SeparationConfig
     from audio_ops.standardize import standardize
-    from pipelines.clean import CleanRunConfig, LoadClipOperator, SegmentOperator, _step_operator
-    from pipelines.config import load_config
+    from pipelines.engine.config import load_config
+    from pipelines.jobs.clean import (
+        CleanRunConfig,
+        LoadClipOperator,
+        SegmentOperator,
+        _step_operator,
+    )
 
     torch.set_num_threads(1)
     config = load_config(CleanRunConfig, str(CLEAN_YAML))

@@ -16,7 +16,7 @@ import psutil
 
 def machine() -> dict[str, Any]:
     """Cores, CPU model, memory, Python and package versions of this machine."""
-    from pipelines.sinks import package_versions
+    from pipelines.engine.sinks import package_versions
 
     model = ""
     try:

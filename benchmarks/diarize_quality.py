@@ -13,7 +13,7 @@ on / off pair (``default``: no config file; ``NAME=FILE``: that YAML).
 
 ``--thresholds 0.15 0.2 ...`` also re-links each cues-on run at those linking thresholds: the
 run is repeated with only ``linking.threshold`` changed, which reuses its committed files and
-redoes only the linking (see pipelines/resume.py), and each is scored the same way.
+redoes only the linking (see pipelines/engine/resume.py), and each is scored the same way.
 """
 
 from __future__ import annotations

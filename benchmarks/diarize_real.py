@@ -60,7 +60,7 @@ def real_sets(work: Path, realdata: Path) -> dict[str, Path]:
 
 def score(ref: Path, hyp: Path) -> dict[str, float | None]:
     """The figures of ``voxflow eval diarization`` as numbers."""
-    from pipelines.report import evaluate_run
+    from pipelines.reports.report import evaluate_run
 
     report = evaluate_run(str(ref), str(hyp))
     pct = lambda v: None if v is None else round(100 * v, 2)  # noqa: E731
@@ -105,7 +105,7 @@ def oracle_ceiling(root: Path, out: Path) -> None:
         load_segmentation,
         total_frames_of,
     )
-    from pipelines.evaluate import read_rttm_dir, rttm_line
+    from pipelines.reports.evaluate import read_rttm_dir, rttm_line
 
     config = SegmentationDiarizationConfig(device="cpu")
     model = load_segmentation(config.segmentation_config())

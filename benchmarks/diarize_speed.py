@@ -69,9 +69,9 @@ DECODE_STAGE = """
 import json, sys, time
 import ray
 from audio_ops.diarization import DiarizationConfig
-from pipelines.diarize import ChunkFiles
-from pipelines.runtime import configure_data_context
-from pipelines.sources import list_corpus
+from pipelines.jobs.diarize import ChunkFiles
+from pipelines.engine.runtime import configure_data_context
+from pipelines.engine.sources import list_corpus
 
 ray.init(num_cpus=int(sys.argv[2]), include_dashboard=False, logging_level="ERROR")
 configure_data_context(quiet=True, preserve_order=False)

@@ -22,7 +22,7 @@ def main() -> None:
     args = parser.parse_args()
     import fsspec
 
-    from pipelines.sources import list_corpus
+    from pipelines.engine.sources import list_corpus
 
     root = Path(tempfile.mkdtemp(prefix="voxflow-listing-"))
     for i in range(args.files):

@@ -48,7 +48,7 @@ def main() -> None:
     import pyarrow.parquet as pq
     import ray
 
-    from pipelines.diarize import run_diarize
+    from pipelines.jobs.diarize import run_diarize
 
     ray.init(
         address="local",

@@ -135,7 +135,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     if args.rttm:
-        from pipelines.evaluate import rttm_line
+        from pipelines.reports.evaluate import rttm_line
 
         args.rttm.mkdir(parents=True, exist_ok=True)
         for name, result in results.items():

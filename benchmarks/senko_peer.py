@@ -100,7 +100,7 @@ def write_rttm(segments: list[dict[str, Any]], file_id: str, target: str) -> Non
         file_id: the RTTM's second field (the input's stem).
         target: the ``.rttm`` path.
     """
-    from pipelines.evaluate import rttm_line
+    from pipelines.reports.evaluate import rttm_line
 
     with open(target + ".tmp", "w", encoding="utf-8") as f:
         for seg in segments:

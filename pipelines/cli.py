@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 from audio_ops.filters import FilterError
 from audio_ops.models import ModelError
-from pipelines.config import ConfigError, ProbeRunConfig, load_config
-from pipelines.runtime import JobAborted
-from pipelines.sources import SourceError
+from pipelines.engine.config import ConfigError, ProbeRunConfig, load_config
+from pipelines.engine.runtime import JobAborted
+from pipelines.engine.sources import SourceError
 
 log = logging.getLogger("voxflow")
 
@@ -239,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_diarize(args: argparse.Namespace) -> int:
-    from pipelines.diarize import DiarizeRunConfig, run_diarize
+    from pipelines.jobs.diarize import DiarizeRunConfig, run_diarize
 
     overrides = {
         "diarization.clustering.num_speakers": args.num_speakers,
@@ -260,7 +260,7 @@ def _cmd_diarize(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from pipelines import report
+    from pipelines.reports import report
 
     if args.format == "rttm":
         written = report.export_rttm(args.run, args.to, use_global=args.use_global)
@@ -299,7 +299,7 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def _cmd_enhance(args: argparse.Namespace) -> int:
-    from pipelines.enhance import EnhanceRunConfig, run_enhance
+    from pipelines.jobs.enhance import EnhanceRunConfig, run_enhance
 
     config = load_config(EnhanceRunConfig, args.config, {"enhancement.method": args.method})
     summary = run_enhance(
@@ -316,7 +316,7 @@ def _cmd_file_job(args: argparse.Namespace) -> int:
     """``separate``, ``vad`` and ``transcribe``: per-file jobs with the same options."""
     import importlib
 
-    module = importlib.import_module(f"pipelines.{args.command}")
+    module = importlib.import_module(f"pipelines.jobs.{args.command}")
     run_config, overrides = {
         "separate": ("SeparateRunConfig", {"separation.model": getattr(args, "model", None)}),
         "vad": ("VadRunConfig", {"vad.backend": getattr(args, "method", None)}),
@@ -342,7 +342,7 @@ def _cmd_file_job(args: argparse.Namespace) -> int:
 
 
 def _cmd_clean(args: argparse.Namespace) -> int:
-    from pipelines.clean import CleanRunConfig, run_clean
+    from pipelines.jobs.clean import CleanRunConfig, run_clean
 
     config = load_config(CleanRunConfig, args.config)
     summary, funnel = run_clean(
@@ -356,7 +356,7 @@ def _cmd_clean(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from pipelines.report import evaluate_run
+    from pipelines.reports.report import evaluate_run
 
     report = evaluate_run(args.ref, args.hyp, json_path=args.json)
     print(report.text())
@@ -364,14 +364,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from pipelines.run_report import write_report
+    from pipelines.reports.run_report import write_report
 
     print(f"wrote {write_report(args.run, open_page=args.open)}")
     return 0
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from pipelines.run_report import inspect_text
+    from pipelines.reports.run_report import inspect_text
 
     print(inspect_text(args.run), end="")
     return 0
@@ -400,13 +400,13 @@ def _job_options(args: argparse.Namespace) -> dict:
 
 
 def _policy(args: argparse.Namespace):
-    from pipelines.runtime import ErrorPolicy
+    from pipelines.engine.runtime import ErrorPolicy
 
     return ErrorPolicy(max_error_rate=args.max_error_rate, fail_fast=args.fail_fast)
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
-    from pipelines.probe import run_probe
+    from pipelines.jobs.probe import run_probe
 
     config = load_config(ProbeRunConfig, args.config, {"probe.min_duration": args.min_duration})
     summary = run_probe(

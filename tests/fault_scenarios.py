@@ -203,7 +203,7 @@ def patch_embedding():
 def run_config(method: str = "windows", **resources: Any):
     """The diarize config of these tests: 10 s chunks, the given method (the windows method by
     default: its stages can be split into a CPU and a GPU pool), optional stage resources."""
-    from pipelines.diarize import DiarizeRunConfig
+    from pipelines.jobs.diarize import DiarizeRunConfig
 
     return DiarizeRunConfig(
         diarization=DiarizationConfig(method=method, chunk=CHUNK), resources=resources
@@ -228,8 +228,8 @@ def node_loss(corpus: str, out: str, report_path: str, timeout: float = 240.0) -
     import ray
     from ray.cluster_utils import Cluster
 
-    from pipelines.config import StageResources
-    from pipelines.diarize import run_diarize
+    from pipelines.engine.config import StageResources
+    from pipelines.jobs.diarize import run_diarize
 
     trace = Path(out).parent / "trace"
     trace.mkdir(parents=True, exist_ok=True)

@@ -13,8 +13,8 @@ import soundfile as sf
 from conftest import SAMPLE, make_hostile_corpus
 
 from pipelines.cli import main
-from pipelines.config import ConfigError, load_config
-from pipelines.evaluate import read_rttm
+from pipelines.engine.config import ConfigError, load_config
+from pipelines.reports.evaluate import read_rttm
 
 pytestmark = pytest.mark.integration
 
@@ -152,7 +152,7 @@ def test_wrong_config_fails_before_any_work(tmp_path, capsys, text, message):
 
 
 def test_config_round_trip():
-    from pipelines.clean import CleanRunConfig
+    from pipelines.jobs.clean import CleanRunConfig
 
     config = load_config(CleanRunConfig, None, {"clips.max_seconds": 20.0})
     assert config.clips.max_seconds == 20.0

@@ -10,7 +10,7 @@ from audio_ops.clips import ClipConfig, boundaries_in_silence, cut_clips, frame_
 from audio_ops.filters import FilterError, Funnel, first_failure, parse_rule, parse_rules
 from audio_ops.probe import probe_file
 from audio_ops.vad import VadConfig, make_vad
-from pipelines.evaluate import read_rttm
+from pipelines.reports.evaluate import read_rttm
 
 
 def test_clips_respect_bounds_and_cut_in_pauses():
@@ -114,7 +114,7 @@ def test_clean_transcribe_stage_runs_whisper_on_its_reserved_threads():
     CPUs), not one per core each: on 2 cores, two actors of two threads each fought over the
     cores (measured: 64-66 s against 57-63 s for the benchmark corpus)."""
     from audio_ops.transcription import TranscriptionConfig
-    from pipelines.clean import TranscribeAt16k
+    from pipelines.jobs.clean import TranscribeAt16k
 
     stage = TranscribeAt16k(TranscriptionConfig(), threads=1)
     assert stage.inner.config.threads() == 1

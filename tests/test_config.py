@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.config import ConfigError, ProbeRunConfig, StageResources, config_hash, load_config
+from pipelines.engine.config import (
+    ConfigError,
+    ProbeRunConfig,
+    StageResources,
+    config_hash,
+    load_config,
+)
 
 
 def test_yaml_is_parsed_into_operator_configs(tmp_path):
@@ -57,8 +63,8 @@ def test_options_added_later_keep_older_run_folders_resumable():
     import hashlib
     import json
 
-    from pipelines.config import to_dict
-    from pipelines.diarize import DiarizeRunConfig, shard_config
+    from pipelines.engine.config import to_dict
+    from pipelines.jobs.diarize import DiarizeRunConfig, shard_config
 
     def before_the_option(config):
         data = to_dict(config)

@@ -25,7 +25,7 @@ from audio_ops.models import ModelError, ModelRef, resolve
 from audio_ops.pitch import band_energy, hz_to_semitones, is_wideband, window_pitch
 from audio_ops.turns import TurnConfig, build_turns
 from audio_ops.vad import SileroVAD, VadConfig, detect_speech, probs_to_regions
-from pipelines.evaluate import RttmTurn, evaluate, read_rttm, read_rttm_dir
+from pipelines.reports.evaluate import RttmTurn, evaluate, read_rttm, read_rttm_dir
 
 CONV = SAMPLE / "audio" / "conv01_clean_3spk.flac"
 

@@ -20,9 +20,9 @@ from audio_ops.neural_diarization import SegmentationDiarizationConfig, diarize_
 from audio_ops.segmentation import SegmentationConfig, load_segmentation
 from audio_ops.vad import SileroVAD
 from pipelines.cli import main
-from pipelines.evaluate import read_rttm
-from pipelines.report import evaluate_run
-from pipelines.sources import list_corpus
+from pipelines.engine.sources import list_corpus
+from pipelines.reports.evaluate import read_rttm
+from pipelines.reports.report import evaluate_run
 
 pytestmark = pytest.mark.integration
 
@@ -207,7 +207,7 @@ def test_a_failed_profile_pass_is_named_as_its_stage(tmp_path):
     """The profile actor's failures carry their stage, which the driver writes to errors/ (an
     upstream clustering error passes through it unchanged)."""
     from audio_ops.profiles import ProfileConfig
-    from pipelines.diarize import ProfileStage
+    from pipelines.jobs.diarize import ProfileStage
 
     stage = ProfileStage(ProfileConfig(model="campplus", device="cpu"))
     result = {"centroids": [np.zeros(4)], "turns": [(0.0, 2.0, 0, 1.0, False)], "profiles": None}

@@ -11,7 +11,7 @@ from conftest import SAMPLE
 from audio_ops.enhancement import mix_at_snr, si_sdr, synthetic_noise
 from audio_ops.io import load_audio
 from pipelines.cli import main
-from pipelines.enhance import UnsafePathError, output_location, safe_relative_path
+from pipelines.jobs.enhance import UnsafePathError, output_location, safe_relative_path
 
 
 @pytest.mark.parametrize(

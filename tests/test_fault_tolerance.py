@@ -32,8 +32,8 @@ from fault_scenarios import (
 
 from audio_ops.diarization import DiarizationConfig
 from audio_ops.embedding import EmbeddingConfig
-from pipelines.diarize import DiarizeRunConfig, _FileAssembler, run_diarize
-from pipelines.stages import ACTOR_MAX_RESTARTS, apply_operator
+from pipelines.engine.stages import ACTOR_MAX_RESTARTS, apply_operator
+from pipelines.jobs.diarize import DiarizeRunConfig, _FileAssembler, run_diarize
 
 pytestmark = pytest.mark.integration
 

@@ -25,7 +25,7 @@ HOURS = 3.0
 CHILD = """
 import json, sys
 import ray
-from pipelines.diarize import run_diarize
+from pipelines.jobs.diarize import run_diarize
 ray.init(address="local", num_cpus=2, object_store_memory=10**9, include_dashboard=False,
          logging_level="ERROR")
 store = ray.cluster_resources()["object_store_memory"]

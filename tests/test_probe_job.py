@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO, SAMPLE, make_hostile_corpus
 
 from pipelines.cli import main
-from pipelines.sources import list_corpus
+from pipelines.engine.sources import list_corpus
 
 pytestmark = pytest.mark.integration
 
@@ -146,7 +146,7 @@ def test_two_actor_pool_with_tasks_does_not_starve_on_two_cpus(ray_local):
     import ray.data
 
     from audio_ops.probe import ProbeOperator
-    from pipelines.stages import apply_operator
+    from pipelines.engine.stages import apply_operator
 
     assert ray_local.cluster_resources()["CPU"] == 2
     real = [{"path": str(p)} for p in _sample_audio_files()] * 4
@@ -167,7 +167,7 @@ def test_two_actor_pool_with_tasks_does_not_starve_on_two_cpus(ray_local):
 def test_actor_stage_turns_a_failing_row_into_an_error_row(ray_local):
     import ray.data
 
-    from pipelines.stages import apply_operator
+    from pipelines.engine.stages import apply_operator
 
     rows = [{"path": f"/ok/{i}.wav"} for i in range(9)] + [{"path": "/x/bad.wav"}]
     out = apply_operator(ray.data.from_items(rows), _ToyModel, stage="toy").take_all()
@@ -244,7 +244,7 @@ def test_error_policy_aborts_systemic_failures(ray_local, tmp_path, capsys):
 
 
 def test_error_policy_counts():
-    from pipelines.runtime import ErrorPolicy, JobAborted
+    from pipelines.engine.runtime import ErrorPolicy, JobAborted
 
     policy = ErrorPolicy(max_error_rate=0.1, min_files=10)
     for i in range(9):

@@ -19,7 +19,7 @@ from conftest import SAMPLE
 from PIL import Image
 
 from pipelines.cli import main
-from pipelines.run_report import MAX_TIMELINE_FILES, inspect_text, load_run, run_sections
+from pipelines.reports.run_report import MAX_TIMELINE_FILES, inspect_text, load_run, run_sections
 
 HOSTILE = '<img src=x onerror="alert(1)">&$x^{.wav'
 ESCAPE = "\x1b[31mred\x1b[0m.wav"
@@ -258,9 +258,9 @@ def resource_links(page: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def real_runs(ray_local, tmp_path_factory):
-    from pipelines.clean import CleanRunConfig, run_clean
-    from pipelines.config import load_config
-    from pipelines.diarize import run_diarize
+    from pipelines.engine.config import load_config
+    from pipelines.jobs.clean import CleanRunConfig, run_clean
+    from pipelines.jobs.diarize import run_diarize
 
     root = tmp_path_factory.mktemp("report_in")
     for name in ("conv01_clean_3spk.flac", "conv04_mp3_2spk.mp3"):

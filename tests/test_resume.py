@@ -18,9 +18,9 @@ import pytest
 from conftest import REPO, SAMPLE
 
 from pipelines.cli import main
-from pipelines.config import ConfigError
-from pipelines.resume import SHARDS_DIR, ShardStore, open_run, shard_name
-from pipelines.sinks import write_run_json
+from pipelines.engine.config import ConfigError
+from pipelines.engine.resume import SHARDS_DIR, ShardStore, open_run, shard_name
+from pipelines.engine.sinks import write_run_json
 
 SCHEMAS = {
     "files": pa.schema([("file_id", pa.string()), ("status", pa.string())]),
@@ -294,7 +294,7 @@ def test_clean_resumes_a_cut_off_run_to_the_same_clips_and_funnel(ray_local, tmp
 
 @pytest.mark.integration
 def test_per_file_jobs_resume_too(ray_local, tmp_path, capsys, monkeypatch):
-    from pipelines.vad import VadJob
+    from pipelines.jobs.vad import VadJob
 
     monkeypatch.setattr(VadJob, "commit_files", 1)  # one shard per file
     corpus = _corpus(tmp_path / "corpus", copies=1)

@@ -59,7 +59,7 @@ def _audio(name: str) -> np.ndarray:
 
 
 def _reference(name: str):
-    from pipelines.evaluate import read_rttm
+    from pipelines.reports.evaluate import read_rttm
 
     return read_rttm(REAL / "rttm" / f"{name}.rttm")
 
@@ -249,7 +249,7 @@ def test_silence_gives_no_speaker(model, encoder):
 
 
 def _score(name: str, out) -> tuple[float, int, list]:
-    from pipelines.evaluate import RttmTurn, evaluate
+    from pipelines.reports.evaluate import RttmTurn, evaluate
 
     hyp = [RttmTurn(name, t.start, t.end - t.start, f"S{t.speaker}") for t in out["turns"]]
     report = evaluate({name: _reference(name)}, {name: hyp})

@@ -9,7 +9,7 @@ import pytest
 from conftest import make_hostile_corpus, tone, write_audio
 
 from audio_ops.io import file_id_for
-from pipelines.sources import SourceError, list_corpus
+from pipelines.engine.sources import SourceError, list_corpus
 
 
 def _corpus(root):

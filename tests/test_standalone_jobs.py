@@ -16,9 +16,8 @@ from conftest import SAMPLE
 
 from audio_ops.io import load_audio
 from pipelines.cli import main
-from pipelines.config import ConfigError, load_config
-from pipelines.evaluate import read_rttm
-from pipelines.filejob import (
+from pipelines.engine.config import ConfigError, load_config
+from pipelines.engine.filejob import (
     FileJob,
     FileState,
     Stage,
@@ -27,9 +26,10 @@ from pipelines.filejob import (
     output_location,
     rows_to_batch,
 )
-from pipelines.separate import SeparateRunConfig
-from pipelines.transcribe import TranscribeRunConfig
-from pipelines.vad import VadRunConfig
+from pipelines.jobs.separate import SeparateRunConfig
+from pipelines.jobs.transcribe import TranscribeRunConfig
+from pipelines.jobs.vad import VadRunConfig
+from pipelines.reports.evaluate import read_rttm
 
 RATE = 16000
 

@@ -36,9 +36,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.config import ConfigError, config_hash
-from pipelines.probe import ERRORS_SCHEMA, JobSummary, error_record
-from pipelines.sinks import (
+from pipelines.engine.config import ConfigError, config_hash
+from pipelines.engine.sinks import (
     TableSink,
     _fs,
     is_local,
@@ -49,6 +48,7 @@ from pipelines.sinks import (
     write_run_json,
     write_table_atomic,
 )
+from pipelines.engine.summary import ERRORS_SCHEMA, JobSummary, error_record
 
 SHARDS_DIR = "_shards"
 #: The table whose presence marks a shard as committed.

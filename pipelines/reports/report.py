@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.evaluate import Report, RttmTurn, evaluate, read_rttm_dir, report_dict, rttm_line
+from pipelines.reports.evaluate import (
+    Report,
+    RttmTurn,
+    evaluate,
+    read_rttm_dir,
+    report_dict,
+    rttm_line,
+)
 
 
 def _stem(path: str) -> str:

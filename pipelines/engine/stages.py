@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from audio_ops.errors import error_kind
-from pipelines.config import StageResources
+from pipelines.engine.config import StageResources
 
 log = logging.getLogger(__name__)
 

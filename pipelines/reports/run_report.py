@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from audio_ops.io import is_local, normalize_uri
-from pipelines.sinks import join, read_run_json, write_bytes_atomic
+from pipelines.engine.sinks import join, read_run_json, write_bytes_atomic
 
 #: Files drawn on the speaker timeline; more would make an unreadable picture.
 MAX_TIMELINE_FILES = 40

@@ -23,17 +23,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from audio_ops.clips import ClipConfig, segment_file
+from audio_ops.clips import ClipConfig, clip_id, segment_file
 from audio_ops.errors import error_kind
 from audio_ops.filters import Funnel, first_failure, parse_rules
 from audio_ops.packing import pack, unpack
 from audio_ops.speakers import SpeakerCheckConfig, check_speakers
 from audio_ops.vad import VadConfig
-from pipelines.config import ConfigError, StageResources
-from pipelines.probe import JobSummary
-from pipelines.resume import RunState, ShardStore, open_run
-from pipelines.runtime import ErrorPolicy, Progress, RaySession
-from pipelines.sinks import (
+from pipelines.engine.config import ConfigError, StageResources
+from pipelines.engine.resume import RunState, ShardStore, open_run
+from pipelines.engine.runtime import ErrorPolicy, Progress, RaySession
+from pipelines.engine.sinks import (
     TableSink,
     is_local,
     join,
@@ -41,8 +40,9 @@ from pipelines.sinks import (
     write_bytes_atomic,
     write_table_atomic,
 )
-from pipelines.sources import list_corpus
-from pipelines.stages import apply_operator, fit_to_cluster, resources_for, threads_for
+from pipelines.engine.sources import list_corpus
+from pipelines.engine.stages import apply_operator, fit_to_cluster, resources_for, threads_for
+from pipelines.engine.summary import JobSummary
 
 #: Steps in the order they run; ``steps:`` in the config picks a subset.
 STEP_ORDER = ("separate", "enhance", "speaker", "transcribe", "quality")
@@ -147,7 +147,7 @@ class CleanRunConfig:
 def validate(config: CleanRunConfig) -> list:
     """Parse the filters and build every step's options now, so a wrong config fails before any
     work starts, naming the key."""
-    from pipelines.config import from_dict
+    from pipelines.engine.config import from_dict
 
     rules = parse_rules(config.filters, config.columns())
     for step in config.steps:
@@ -178,7 +178,7 @@ def _step_config_class(step: str) -> tuple[type | None, str]:
 
 
 def _step_operator(step: str, config: CleanRunConfig) -> tuple[type, dict[str, Any]]:
-    from pipelines.config import from_dict
+    from pipelines.engine.config import from_dict
 
     cls, section = _step_config_class(step)
     options = from_dict(cls, getattr(config, section), section) if cls is not None else None
@@ -202,11 +202,6 @@ def _step_operator(step: str, config: CleanRunConfig) -> tuple[type, dict[str, A
 # ----------------------------------------------------------------------------------------------
 # Stage operators (numpy batches in and out)
 # ----------------------------------------------------------------------------------------------
-
-
-def clip_id(file_id: str, start: float) -> str:
-    """Deterministic clip id: the file's id and the clip's start in milliseconds."""
-    return f"{file_id}_{int(round(start * 1000)):09d}"
 
 
 def _gain_db(lufs: float, target: float, limit: float) -> float:
@@ -592,7 +587,7 @@ def run_clean(
     """Clean a corpus into clips.
 
     Each file's rows (its ``files`` row, kept clips, rejected spans, funnel entries) are
-    committed in shards once the file is complete (see :mod:`pipelines.resume`), so a run that is
+    committed in shards once the file is complete (see :mod:`pipelines.engine.resume`), so a run that is
     cut off resumes where it stopped.
 
     Args:

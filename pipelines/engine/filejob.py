@@ -1,7 +1,7 @@
 """The skeleton every per-file job shares (``enhance``, ``separate``, ``vad``, ``transcribe``).
 
     list -> Ray Dataset of (path, file_id, rel_path) -> the job's stages (operators through
-    :func:`pipelines.stages.apply_operator`, CPU reservations fitted to the cluster) -> driver:
+    :func:`pipelines.engine.stages.apply_operator`, CPU reservations fitted to the cluster) -> driver:
     one ``files/`` row per input, ``errors/``, the job's own tables, ``_run.json``
 
 A stage may fan a file out into *parts* (the clips of a long file, say): the file's row then says
@@ -33,18 +33,18 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipelines.config import StageResources
-from pipelines.probe import JobSummary
-from pipelines.resume import ShardStore, open_run
-from pipelines.runtime import ErrorPolicy, Progress, RaySession
-from pipelines.sinks import TableSink, is_local, join, normalize_uri, utc_now
-from pipelines.sources import list_corpus
-from pipelines.stages import apply_operator, fit_to_cluster, resources_for, threads_for
+from pipelines.engine.config import StageResources
+from pipelines.engine.resume import ShardStore, open_run
+from pipelines.engine.runtime import ErrorPolicy, Progress, RaySession
+from pipelines.engine.sinks import TableSink, is_local, join, normalize_uri, utc_now
+from pipelines.engine.sources import list_corpus
+from pipelines.engine.stages import apply_operator, fit_to_cluster, resources_for, threads_for
+from pipelines.engine.summary import JobSummary
 
 
 class _RowsByFile:
     """Where a job's ``part`` hook adds its table rows while the run is going: held per file
-    until the file closes and is committed with them (see :mod:`pipelines.resume`)."""
+    until the file closes and is committed with them (see :mod:`pipelines.engine.resume`)."""
 
     def __init__(self) -> None:
         self.rows: dict[str, list[dict[str, Any]]] = {}
@@ -248,7 +248,7 @@ class Stage:
 
     Args:
         name: the stage's name (error rows, ``resources:`` overrides).
-        operator: the operator class (see :mod:`pipelines.stages`).
+        operator: the operator class (see :mod:`pipelines.engine.stages`).
         kwargs: its constructor arguments.
         use_actors: force actors (True) or tasks (False); default from ``uses_model``.
     """
@@ -396,7 +396,7 @@ class FileJob:
 
     def threads_for(self, operator: type, stage: str) -> int:
         """CPU threads an actor of ``stage`` runs its model with (see
-        :func:`pipelines.stages.threads_for`)."""
+        :func:`pipelines.engine.stages.threads_for`)."""
         return threads_for(operator, getattr(self.config, "resources", {}) or {}, stage)
 
     def _fitted_stages(self, stages: list[Stage], total_cpus: float) -> dict[str, StageResources]:

@@ -30,8 +30,8 @@ import pyarrow as pa
 from audio_ops.clips import ClipConfig
 from audio_ops.transcription import WINDOW_SECONDS, TranscriptionConfig
 from audio_ops.vad import VadConfig
-from pipelines.config import ConfigError, StageResources
-from pipelines.filejob import (
+from pipelines.engine.config import ConfigError, StageResources
+from pipelines.engine.filejob import (
     FileJob,
     FileState,
     Stage,
@@ -39,7 +39,7 @@ from pipelines.filejob import (
     make_files_schema,
     rows_to_batch,
 )
-from pipelines.vad import SCAN_COLUMNS, SpeechScanOperator
+from pipelines.engine.scan import SCAN_COLUMNS, SpeechScanOperator
 
 
 def _default_clips() -> ClipConfig:
@@ -226,7 +226,7 @@ class TranscribeJob(FileJob):
     def part(self, row: dict[str, Any], file: FileState) -> None:
         if row.get("status") != "ok":
             return
-        from pipelines.clean import clip_id
+        from audio_ops.clips import clip_id
 
         text = row.get("text") if isinstance(row.get("text"), str) else ""
         self.sinks["transcripts"].add(
@@ -250,5 +250,5 @@ class TranscribeJob(FileJob):
         return {"clips": self.sinks["transcripts"].rows_written}
 
 
-#: ``voxflow transcribe``: see :meth:`pipelines.filejob.FileJob.launch`.
+#: ``voxflow transcribe``: see :meth:`pipelines.engine.filejob.FileJob.launch`.
 run_transcribe = TranscribeJob.launch

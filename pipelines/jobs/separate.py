@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from audio_ops.separation import SeparationConfig
-from pipelines.config import StageResources
-from pipelines.filejob import (
+from pipelines.engine.config import StageResources
+from pipelines.engine.filejob import (
     FileJob,
     Stage,
     WholeFileOperator,
@@ -180,5 +180,5 @@ class SeparateJob(FileJob):
         return [Stage("separate", SeparateFilesOperator, kwargs)]
 
 
-#: ``voxflow separate``: see :meth:`pipelines.filejob.FileJob.launch`.
+#: ``voxflow separate``: see :meth:`pipelines.engine.filejob.FileJob.launch`.
 run_separate = SeparateJob.launch

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.config import StageResources
-from pipelines.filejob import (
+from pipelines.engine.config import StageResources
+from pipelines.engine.filejob import (
     FileJob,
     Stage,
     UnsafePathError,
@@ -143,7 +143,7 @@ class EnhanceJob(FileJob):
 
     def preflight(self) -> None:
         from audio_ops.enhancement import EnhancementConfig
-        from pipelines.config import from_dict
+        from pipelines.engine.config import from_dict
 
         self.options = from_dict(EnhancementConfig, self.config.enhancement, "enhancement")
 
@@ -151,5 +151,5 @@ class EnhanceJob(FileJob):
         return [Stage("enhance", EnhanceFilesOperator, {"config": self.options, "out": self.out})]
 
 
-#: ``voxflow enhance``: see :meth:`pipelines.filejob.FileJob.launch`.
+#: ``voxflow enhance``: see :meth:`pipelines.engine.filejob.FileJob.launch`.
 run_enhance = EnhanceJob.launch

@@ -37,11 +37,10 @@ from audio_ops.pitch import semitones_to_hz
 from audio_ops.profiles import ProfileConfig, profile_encoder, speaker_profiles
 from audio_ops.segmentation import SAMPLE_RATE
 from audio_ops.turns import Turn
-from pipelines.config import ConfigError, StageResources
-from pipelines.probe import JobSummary
-from pipelines.resume import RunState, ShardStore, open_run
-from pipelines.runtime import ErrorPolicy, Progress, RaySession, configure_data_context
-from pipelines.sinks import (
+from pipelines.engine.config import ConfigError, StageResources
+from pipelines.engine.resume import RunState, ShardStore, open_run
+from pipelines.engine.runtime import ErrorPolicy, Progress, RaySession, configure_data_context
+from pipelines.engine.sinks import (
     TableSink,
     is_local,
     join,
@@ -49,8 +48,9 @@ from pipelines.sinks import (
     utc_now,
     write_table_atomic,
 )
-from pipelines.sources import list_corpus
-from pipelines.stages import apply_operator, resources_for
+from pipelines.engine.sources import list_corpus
+from pipelines.engine.stages import apply_operator, resources_for
+from pipelines.engine.summary import JobSummary
 
 
 @dataclass(frozen=True)
@@ -470,7 +470,7 @@ def run_diarize(
 ) -> JobSummary:
     """Diarize a corpus and link its speakers across files.
 
-    Finished files are committed in shards as they complete (see :mod:`pipelines.resume`), so a
+    Finished files are committed in shards as they complete (see :mod:`pipelines.engine.resume`), so a
     run that is cut off resumes where it stopped when run again with the same config.
 
     Args:
@@ -504,7 +504,9 @@ def run_diarize(
 
         resolve_checkpoint(dconf.segmentation.model, dconf.segmentation.sha256)
 
-    from pipelines.probe import files_schema as _listing_schema  # listing columns + manifest ones
+    from pipelines.engine.summary import (
+        files_schema as _listing_schema,  # listing columns + manifest ones
+    )
 
     base = _listing_schema(listing)
     listing_fields = [f for f in base if f.name in listing[0]] if listing else list(base)[:4]
