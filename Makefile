@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test test-fast lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,13 @@ test: $(VENV)/.installed
 	bash .ci/ensure-chromium
 	$(PY) -m pytest -q
 
+# Unit tests only: no Ray, no job runs (the tests marked integration are left out).
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not integration"
+
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check audio_ops pipelines tests benchmarks examples
+	$(VENV)/bin/ruff format --check audio_ops pipelines tests benchmarks examples
 
 clean:
 	rm -rf out .pytest_cache

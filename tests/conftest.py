@@ -148,3 +148,11 @@ def ray_local(s3_server):
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray
     ray.shutdown()
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that uses the local Ray is an integration test whether or not it says so, so
+    ``make test-fast`` (``-m 'not integration'``) never starts Ray."""
+    for item in items:
+        if "ray_local" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
