@@ -37,6 +37,7 @@ from audio_ops.segmentation import (
     chunk_starts,
     cut_chunks,
     frame_offsets,
+    speaker_count,
     total_frames_of,
 )
 from audio_ops.turns import Turn
@@ -501,10 +502,7 @@ def diarize_segments(
     offsets = frame_offsets(chunk_start_seconds, frame_step)
     total = total_frames_of(int(round(duration * SAMPLE_RATE)), frame_step, frames)
     total = max(total, int(offsets.max(initial=0)) + frames)
-    counts = activity.sum(axis=2, keepdims=True).astype(np.float64)
-    # Half the chunks or more saying "one more speaker here" counts (avoids rint's round-half-
-    # to-even dropping frames that exactly half the chunks hear).
-    count = np.floor(aggregate(counts, offsets, total)[:, 0] + 0.5).astype(np.int64)
+    count = speaker_count(activity, offsets, total)
     if bounds is not None and bounds.num_speakers is not None:
         count = np.minimum(count, bounds.num_speakers)
     elif bounds is not None:

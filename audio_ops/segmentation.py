@@ -482,7 +482,7 @@ def aggregate(
 
 def speaker_count(activity: np.ndarray, offsets: np.ndarray, total_frames: int) -> np.ndarray:
     """How many people speak in each frame of the file: the chunks' per-frame counts of active
-    local speakers, averaged over the chunks that saw the frame and rounded.
+    local speakers, averaged over the chunks that saw the frame and rounded half up.
 
     Args:
         activity: ``(chunks, frames, local speakers)`` 0/1.
@@ -490,7 +490,9 @@ def speaker_count(activity: np.ndarray, offsets: np.ndarray, total_frames: int) 
         total_frames: frames of the file.
     """
     counts = activity.sum(axis=2, keepdims=True).astype(np.float64)
-    return np.rint(aggregate(counts, offsets, total_frames)[:, 0]).astype(np.int64)
+    # Half the chunks or more saying "one more speaker here" counts (rint's round-half-to-even
+    # would drop the frames that exactly half the chunks hear).
+    return np.floor(aggregate(counts, offsets, total_frames)[:, 0] + 0.5).astype(np.int64)
 
 
 def total_frames_of(num_samples: int, frame_step: float, frames_per_chunk: int) -> int:

@@ -98,11 +98,11 @@ def oracle_ceiling(root: Path, out: Path) -> None:
         reconstruct,
     )
     from audio_ops.segmentation import (
-        aggregate,
         chunk_starts,
         cut_chunks,
         frame_offsets,
         load_segmentation,
+        speaker_count,
         total_frames_of,
     )
     from pipelines.reports.evaluate import read_rttm_dir, rttm_line
@@ -131,8 +131,7 @@ def oracle_ceiling(root: Path, out: Path) -> None:
                     hard[c, r] = k
         offsets = frame_offsets(starts / 16000, model.frame_step)
         total = total_frames_of(len(audio), model.frame_step, frames)
-        counts = aggregate(activity.sum(axis=2, keepdims=True), offsets, total)[:, 0]
-        count = np.floor(counts + 0.5).astype(np.int64)
+        count = speaker_count(activity, offsets, total)
         binary, support = reconstruct(activity, hard, count, offsets, total, len(names))
         turns = binary_to_turns(
             binary,

@@ -181,6 +181,13 @@ def test_aggregation_and_speaker_count():
     activity[0, 1:, 1] = 1
     activity[1, :, 2] = 1
     assert speaker_count(activity, offsets, 6).tolist() == [1, 2, 2, 2, 1, 1]
+    # A frame that exactly half its chunks hear one more speaker in counts that speaker (frames
+    # 2-3 average 0.5 and 2.5 here; round-half-to-even would give 0 and 2).
+    halves = np.zeros((2, 4, 3))
+    halves[0, 2:, 0] = 1
+    halves[0, 2:, 1:] = [[0, 0], [1, 1]]
+    halves[1, 1, :2] = 1
+    assert speaker_count(halves, offsets, 6).tolist() == [0, 0, 1, 3, 0, 0]
 
 
 def test_two_local_speakers_of_one_chunk_are_never_one_speaker():
