@@ -30,6 +30,7 @@ from audio_ops.packing import pack, unpack
 from audio_ops.speakers import SpeakerCheckConfig, check_speakers
 from audio_ops.vad import VadConfig
 from pipelines.engine.config import ConfigError, StageResources
+from pipelines.engine.filejob import rows_to_batch
 from pipelines.engine.resume import RunState, ShardStore, open_run
 from pipelines.engine.runtime import ErrorPolicy, Progress, RaySession
 from pipelines.engine.sinks import (
@@ -322,20 +323,11 @@ def _row(file_id: str, path: str, kind: str, **values: Any) -> dict[str, Any]:
 
 
 def _columns(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    keys = list(rows[0]) if rows else list(_DEFAULTS)
-    out = {}
-    for key in keys:
-        values = [r.get(key) for r in rows]
-        sample = _DEFAULTS.get(key, values[0] if values else None)
-        if isinstance(sample, bool):
-            out[key] = np.array(values, dtype=bool)
-        elif isinstance(sample, int):
-            out[key] = np.array(values, dtype=np.int64)
-        elif isinstance(sample, float):
-            out[key] = np.array(values, dtype=np.float64)
-        else:
-            out[key] = np.array(values, dtype=object)
-    return out
+    """A stage's rows (all with the same keys) as a numpy batch, each column typed by its
+    :data:`_DEFAULTS` value, or by its first value where it has no default."""
+    if not rows:
+        return rows_to_batch([], _DEFAULTS)
+    return rows_to_batch(rows, {key: _DEFAULTS.get(key, value) for key, value in rows[0].items()})
 
 
 class LoadClipOperator:
