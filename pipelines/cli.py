@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="files shorter than this are errors (default 0.01)",
     )
+    _add_resume(probe)
 
     diarize = sub.add_parser(
         "diarize", help="who spoke when in every file, with one speaker id across the corpus"
@@ -410,10 +411,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
     config = load_config(ProbeRunConfig, args.config, {"probe.min_duration": args.min_duration})
     summary = run_probe(
-        args.inputs,
-        args.out,
-        config,
-        **_job_options(args),
+        args.inputs, args.out, config, overwrite=args.overwrite, **_job_options(args)
     )
     return _finish(summary)
 

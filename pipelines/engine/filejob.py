@@ -1,11 +1,15 @@
-"""The skeleton every per-file job shares (``enhance``, ``separate``, ``vad``, ``transcribe``).
+"""The jobs whose pipeline is a chain of Ray Data stages over the input files (``probe``,
+``clean``, ``enhance``, ``separate``, ``vad``, ``transcribe``), on the one lifecycle of
+:mod:`pipelines.engine.lifecycle`.
 
     list -> Ray Dataset of (path, file_id, rel_path) -> the job's stages (operators through
     :func:`pipelines.engine.stages.apply_operator`, CPU reservations fitted to the cluster) -> driver:
     one ``files/`` row per input, ``errors/``, the job's own tables, ``_run.json``
 
 A stage may fan a file out into *parts* (the clips of a long file, say): the file's row then says
-how many (``parts``) and each part row carries ``kind == "part"``. The driver hands parts to the
+how many (``parts``) and each part row carries ``kind == "part"`` (a job may say otherwise with
+:meth:`FileJob.is_part`; a part a later stage splits in several rows marks its last one with
+``part_last``). The driver hands parts to the
 job as they arrive and closes a file once its row and all its parts are in, so a file with a
 failed part is an error row (``files/`` + ``errors/``) even though its other parts were written.
 Every input ends as exactly one ``files/`` row: ``ok`` rows + ``errors/`` rows = inputs, and an
@@ -24,7 +28,6 @@ import os
 import posixpath
 import shutil
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,28 +37,9 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.engine.config import StageResources
-from pipelines.engine.resume import ShardStore, open_run
-from pipelines.engine.runtime import ErrorPolicy, Progress, RaySession
-from pipelines.engine.sinks import TableSink, is_local, join, normalize_uri, utc_now
-from pipelines.engine.sources import list_corpus
+from pipelines.engine.lifecycle import Job
+from pipelines.engine.sinks import TableSink, is_local, join, normalize_uri
 from pipelines.engine.stages import apply_operator, fit_to_cluster, resources_for, threads_for
-from pipelines.engine.summary import JobSummary
-
-
-class _RowsByFile:
-    """Where a job's ``part`` hook adds its table rows while the run is going: held per file
-    until the file closes and is committed with them (see :mod:`pipelines.engine.resume`)."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, list[dict[str, Any]]] = {}
-
-    def add(self, rows) -> None:
-        for row in rows:
-            self.rows.setdefault(row["file_id"], []).append(row)
-
-    def pop(self, file_id: str) -> list[dict[str, Any]]:
-        return self.rows.pop(file_id, [])
-
 
 #: Columns of every ``files/`` table that say how a file ended.
 STATUS_FIELDS = [
@@ -261,14 +245,17 @@ class Stage:
 
 @dataclass
 class FileState:
-    """A file in flight on the driver: its row (once it arrived) and its parts so far.
+    """A file in flight on the driver: its row (once it arrived), its parts so far, and the rows
+    of the job's tables it will be committed with.
 
     Args:
         listing: the file's listing row.
         row: the file's row from the pipeline, None until it arrives.
-        parts: part rows seen.
+        parts: parts seen (a part that a stage split into several rows counts once, on the row
+            whose ``part_last`` is true).
         failures: the part rows that failed.
         totals: sums the job keeps per file (seconds transcribed, say).
+        rows: the file's rows of the job's tables, by table.
     """
 
     listing: dict[str, Any]
@@ -276,6 +263,11 @@ class FileState:
     parts: int = 0
     failures: list[dict[str, Any]] = field(default_factory=list)
     totals: Counter[str] = field(default_factory=Counter)
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def add(self, table: str, rows) -> None:
+        """Rows of ``table`` to commit with this file."""
+        self.rows.setdefault(table, []).extend(rows)
 
     @property
     def complete(self) -> bool:
@@ -292,47 +284,29 @@ class FileState:
             return 0
 
 
-class FileJob:
-    """A job that turns every input file into one ``files/`` row (plus the job's own tables).
+class FileJob(Job):
+    """A job whose pipeline is a chain of Ray Data stages over the input files, each file
+    turned into one ``files/`` row plus the job's own tables, on the one lifecycle of
+    :class:`pipelines.engine.lifecycle.Job`.
 
-    Subclasses set :attr:`name` and :attr:`files_schema`, list their :meth:`stages`, and may
-    override :meth:`preflight` (checks on the driver before Ray starts), :meth:`part` (a part
-    row) and :meth:`file_record` (a file's ``files/`` row, written once all its parts are in).
-
-    Args:
-        out: output folder, local or URL.
-        config: the run's configuration (its ``resources`` and ``extensions`` are honoured).
-        policy: when failures abort the job.
-        quiet: no progress line.
+    Subclasses set :attr:`name`, :attr:`files_schema` and :attr:`tables`, list their
+    :meth:`stages`, and may override :meth:`preflight`, :meth:`part` (a part row),
+    :meth:`file_record` (a file's ``files/`` row, made once all its parts are in) and
+    :meth:`counts`.
     """
 
-    #: The job's name, as in ``voxflow NAME``.
-    name = ""
     #: Columns of ``files/``.
     files_schema: pa.Schema = make_files_schema()
     #: The job's own tables: folder under ``out`` -> schema (rows carry ``file_id``).
     tables: dict[str, pa.Schema] = {}
     #: Other folders under ``out`` the job writes (audio); ``overwrite`` deletes them too.
     output_folders: tuple[str, ...] = ()
-    #: The run's config dataclass (its defaults when a caller gives no config).
-    config_class: type = object
-    #: Finished files per committed shard (resume granularity).
-    commit_files = 64
+    #: A failed part makes its file an error (else the job accounts for it in its tables).
+    failed_part_fails_file = True
 
-    def __init__(
-        self,
-        out: str,
-        config: Any,
-        *,
-        policy: ErrorPolicy | None = None,
-        quiet: bool = False,
-        overwrite: bool = False,
-    ):
-        self.out, self.config = out, config
-        self.policy = policy or ErrorPolicy()
-        self.quiet = quiet
-        self.overwrite = overwrite
-        self.sinks: dict[str, Any] = {}
+    @property
+    def outputs(self) -> tuple[str, ...]:  # type: ignore[override]
+        return (*self.tables, *self.output_folders)
 
     # -- hooks --------------------------------------------------------------------------------
 
@@ -340,8 +314,9 @@ class FileJob:
         """The operators every file goes through, in order."""
         raise NotImplementedError
 
-    def preflight(self) -> None:
-        """Checks that must pass before any work starts (models that cannot be had, say)."""
+    def is_part(self, row: dict[str, Any]) -> bool:
+        """Whether a row the pipeline returned is a part of its file (else the file's row)."""
+        return row.get("kind") == "part"
 
     def part(self, row: dict[str, Any], file: FileState) -> None:
         """Take one part row of ``file`` (``status`` ok or error); failures are already noted."""
@@ -351,48 +326,13 @@ class FileJob:
         return {**file.listing, **row}
 
     def counts(self) -> dict[str, Any]:
-        """Job-specific counts for ``_run.json``."""
+        """Job-specific counts for ``_run.json`` (the tables are written when it is called)."""
         return {}
 
-    # -- the run --------------------------------------------------------------------------------
+    # -- the lifecycle's hooks --------------------------------------------------------------------
 
-    @classmethod
-    def launch(
-        cls,
-        inputs: list[str],
-        out: str,
-        config: Any = None,
-        *,
-        address: str | None = None,
-        quiet: bool = False,
-        num_cpus: int | None = None,
-        policy: ErrorPolicy | None = None,
-        overwrite: bool = False,
-    ) -> JobSummary:
-        """Run the job on ``inputs`` into ``out`` (each job module exports this as ``run_NAME``).
-
-        Args:
-            inputs: directories, globs, files or manifests.
-            out: output folder, local or URL.
-            config: the run's configuration (an instance of :attr:`config_class`; None: defaults).
-            address: Ray address; None starts (and stops) a local Ray.
-            quiet: no progress line.
-            num_cpus: CPUs of a local Ray started for this job.
-            policy: when failures abort the job.
-            overwrite: replace a previous run's outputs in ``out`` made with another config
-                (otherwise refused); with the same config the run resumes.
-
-        Returns:
-            The job's summary; ``ok + errors == inputs``.
-        """
-        job = cls(
-            out,
-            config if config is not None else cls.config_class(),
-            policy=policy,
-            quiet=quiet,
-            overwrite=overwrite,
-        )
-        return job.run(inputs, address=address, num_cpus=num_cpus)
+    def schemas(self, listing: list[dict[str, Any]]) -> dict[str, pa.Schema | None]:
+        return {"files": self.files_schema, **self.tables}
 
     def threads_for(self, operator: type, stage: str) -> int:
         """CPU threads an actor of ``stage`` runs its model with (see
@@ -410,107 +350,83 @@ class FileJob:
         }
         return fit_to_cluster(plans, total_cpus)
 
-    def run(
-        self, inputs: list[str], *, address: str | None = None, num_cpus: int | None = None
-    ) -> JobSummary:
-        """List ``inputs``, run every file through the stages, write the tables.
+    def execute(self, todo: list[dict[str, Any]]) -> None:
+        import ray
+        import ray.data
 
-        Args:
-            inputs: directories, globs, files or manifests.
-            address: Ray address; None starts (and stops) a local Ray.
-            num_cpus: CPUs of a local Ray started for this job.
-
-        Returns:
-            The job's summary; ``ok + errors == inputs``.
-        """
-        self.preflight()
-        started_at, t0 = utc_now(), time.perf_counter()
-        listing = list_corpus(inputs, getattr(self.config, "extensions", ()) or None)
-        by_id = {row["file_id"]: row for row in listing}
-        self._store = ShardStore(
-            self.out, {"files": self.files_schema, **self.tables}, self.commit_files
-        )
-        owned = ("files", "errors", *self.tables, *self.output_folders)
-        state = open_run(
-            self.out, self.name, self.config, self._store, overwrite=self.overwrite, owned=owned
-        )
-        if state.finished(by_id):
-            return state.previous_summary(len(listing), self.quiet)
-        todo = state.start(listing, self.quiet, started_at)
-        self.sinks = {name: _RowsByFile() for name in self.tables}
-        self._progress = Progress(self.name, len(todo), quiet=self.quiet)
         self._pending = {row["file_id"]: FileState(row) for row in todo}
-        if todo:
-            with RaySession(address=address, num_cpus=num_cpus, quiet=self.quiet):
-                import ray
-                import ray.data
-
-                stages = self.stages()
-                fitted = self._fitted_stages(stages, float(ray.cluster_resources().get("CPU", 1.0)))
-                ds = ray.data.from_items(
-                    [{k: r[k] for k in ("path", "file_id", "rel_path")} for r in todo],
-                    override_num_blocks=min(len(todo), 1000),
-                )
-                for s in stages:
-                    ds = apply_operator(
-                        ds,
-                        s.operator,
-                        stage=s.name,
-                        kwargs=s.kwargs,
-                        resources=fitted[s.name],
-                        use_actors=s.use_actors,
-                    )
-                for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
-                    for row in batch.to_dict(orient="records"):
-                        self._route(row)
-        for file_id, pending in list(self._pending.items()):
-            self._lost(file_id, pending)
-        self._store.flush()
-        self._progress.close()
-        summary, seen = state.rebuild_files(self._store, by_id)
-        self._rebuild_tables(seen)
-        summary.wall_seconds = time.perf_counter() - t0
-        tables = {name: sink.shards for name, sink in self.sinks.items()}
-        state.complete(
-            summary.run_record(
-                inputs,
-                self.config,
-                started_at,
-                counts={**self.counts(), "skipped_committed": state.skipped},
-                tables=tables,
-            )
+        stages = self.stages()
+        fitted = self._fitted_stages(stages, float(ray.cluster_resources().get("CPU", 1.0)))
+        ds = ray.data.from_items(
+            [{k: r[k] for k in ("path", "file_id", "rel_path")} for r in todo],
+            override_num_blocks=min(len(todo), 1000),
         )
-        return summary
+        for s in stages:
+            ds = apply_operator(
+                ds,
+                s.operator,
+                stage=s.name,
+                kwargs=s.kwargs,
+                resources=fitted[s.name],
+                use_actors=s.use_actors,
+            )
+        for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+            for row in batch.to_dict(orient="records"):
+                self._route(row)
 
-    def _rebuild_tables(self, keep: set[str]) -> None:
+    def unfinished(
+        self, listing: dict[str, Any], error: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+        state = getattr(self, "_pending", {}).pop(listing["file_id"], None) or FileState(listing)
+        if state.row is not None:
+            error = {
+                **error,
+                "error": f"the pipeline returned {state.parts} of {state.expected} parts",
+            }
+        state.row = {
+            **(state.row or {}),
+            "file_id": listing["file_id"],
+            "path": listing["path"],
+            "rel_path": listing.get("rel_path"),
+            **error,
+        }
+        return self._record(state)
+
+    def finalise(self, seen: set[str]) -> dict[str, Any]:
         """Rebuild the job's own tables from every committed shard (this run's and earlier
-        ones'), rows of the inputs in ``keep`` only; :meth:`counts` reads them afterwards."""
-        self.sinks = {}
+        ones'), rows of the inputs in ``seen`` only; :meth:`counts` reads them afterwards."""
+        self.sinks: dict[str, TableSink] = {}
         for name, schema in self.tables.items():
             sink = TableSink(join(self.out, name), schema)
-            for table in self._store.read(name):
-                sink.add(r for r in table.to_pylist() if r["file_id"] in keep)
+            for table in self.store.read(name):
+                sink.add(r for r in table.to_pylist() if r["file_id"] in seen)
             sink.close()
             self.sinks[name] = sink
+        return self.counts()
+
+    def record(self) -> dict[str, Any]:
+        return {"tables": {name: sink.shards for name, sink in self.sinks.items()}}
+
+    # -- routing rows to files --------------------------------------------------------------------
 
     def _route(self, row: dict[str, Any]) -> None:
         state = self._pending.get(row.get("file_id"))
         if state is None:  # already closed (or unknown): nothing may be counted twice
             return
-        if row.get("kind") == "part":
-            state.parts += 1
-            if row.get("status") != "ok":
+        if self.is_part(row):
+            state.parts += int(bool(row.get("part_last", True)))
+            if row.get("status") not in ("ok", "skip"):
                 state.failures.append(row)
             self.part(row, state)
         else:
             state.row = row
         if state.complete:
             del self._pending[row["file_id"]]
-            self._close(state)
+            self.commit(row["file_id"], *self._record(state))
 
-    def _close(self, state: FileState) -> None:
+    def _record(self, state: FileState) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
         row = dict(state.row or {})
-        if state.failures and row.get("status") == "ok":
+        if state.failures and row.get("status") == "ok" and self.failed_part_fails_file:
             first = state.failures[0]
             row.update(
                 status="error",
@@ -521,31 +437,4 @@ class FileJob:
                     f"{float(first.get('start') or 0.0):.2f}s: {first.get('error') or ''}"
                 ),
             )
-        record = self.file_record(row, state)
-        failed = record.get("status") != "ok"
-        duration = 0.0 if failed else float(record.get("duration") or 0.0)
-        if failed:
-            record["error_kind"] = record.get("error_kind") or "error"
-        file_id = state.listing["file_id"]
-        rows = {name: sink.pop(file_id) for name, sink in self.sinks.items()}
-        self._store.add(file_id, {"files": [record], **rows})
-        self._progress.update(1, duration, int(failed))
-        self.policy.record(failed, f"{record.get('path')}: {record.get('error')}")
-
-    def _lost(self, file_id: str, state: FileState) -> None:
-        del self._pending[file_id]
-        state.row = {
-            **(state.row or {}),
-            "file_id": file_id,
-            "path": state.listing["path"],
-            "rel_path": state.listing.get("rel_path"),
-            "status": "error",
-            "error_kind": "lost",
-            "error_stage": "pipeline",
-            "error": (
-                f"the pipeline returned {state.parts} of {state.expected} parts"
-                if state.row
-                else "the pipeline returned no result for this file"
-            ),
-        }
-        self._close(state)
+        return self.file_record(row, state), state.rows

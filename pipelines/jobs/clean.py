@@ -16,7 +16,6 @@ every second of every input ends in exactly one place: kept, or dropped with a n
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,19 +29,16 @@ from audio_ops.packing import pack, unpack
 from audio_ops.speakers import SpeakerCheckConfig, check_speakers
 from audio_ops.vad import VadConfig
 from pipelines.engine.config import ConfigError, StageResources
-from pipelines.engine.filejob import rows_to_batch
-from pipelines.engine.resume import RunState, ShardStore, open_run
-from pipelines.engine.runtime import ErrorPolicy, Progress, RaySession
+from pipelines.engine.filejob import FileJob, FileState, Stage, rows_to_batch
+from pipelines.engine.resume import ShardStore
+from pipelines.engine.runtime import ErrorPolicy
 from pipelines.engine.sinks import (
     TableSink,
     is_local,
     join,
-    utc_now,
     write_bytes_atomic,
     write_table_atomic,
 )
-from pipelines.engine.sources import list_corpus
-from pipelines.engine.stages import apply_operator, fit_to_cluster, resources_for, threads_for
 from pipelines.engine.summary import JobSummary
 
 #: Steps in the order they run; ``steps:`` in the config picks a subset.
@@ -265,7 +261,7 @@ class SegmentOperator:
                     loudness_lufs=seg.loudness_lufs,
                     speech_seconds=speech,
                     gain_db=gain,
-                    num_clips=len(seg.clips),
+                    parts=len(seg.clips),
                 )
             )
             for index, clip in enumerate(seg.clips):
@@ -310,9 +306,9 @@ _DEFAULTS: dict[str, Any] = {
     "error": "",
     "error_stage": "",
     # Completeness, for committing whole files: the file row says how many clips it has, and the
-    # last row a clip becomes (after a speaker split) is marked.
-    "num_clips": 0,
-    "clip_last": True,
+    # last row a clip becomes (after a speaker split) is marked (see pipelines.engine.filejob).
+    "parts": 0,
+    "part_last": True,
 }
 
 
@@ -429,7 +425,7 @@ class SpeakerCheckOperator:
                         "audio": audio[a:b].tobytes(),
                         "speech": pack(part_speech),
                         "speaker_count": 1,
-                        "clip_last": False,
+                        "part_last": False,
                         "speech_seconds": float(np.sum(part_speech[:, 1] - part_speech[:, 0]))
                         if part_speech.size
                         else 0.0,
@@ -552,17 +548,144 @@ _DROP = {
     "error",
     "error_stage",
     "seconds",
-    "num_clips",
-    "clip_last",
+    "parts",
+    "part_last",
 }
 
-
-#: What ``voxflow clean`` writes in its output folder (``--overwrite`` deletes these only).
-OUTPUTS = ("files", "errors", "rejected", "clips", "clips.parquet", "funnel.parquet")
 
 _FUNNEL_SCHEMA = pa.schema(
     [("file_id", pa.string()), ("seconds", pa.float64()), ("reason", pa.string())]
 )
+
+
+class CleanJob(FileJob):
+    """``voxflow clean`` on the one lifecycle: a file's row (kind ``file``) announces its clips
+    (``parts``); each clip ends as a kept row, or rejected rows with reasons, and every row adds
+    its seconds to the funnel. A clip that fails a step is rejected with reason ``error:STEP``;
+    its file stays ``ok``."""
+
+    name = "clean"
+    config_class = CleanRunConfig
+    outputs = ("rejected", "clips", "clips.parquet", "funnel.parquet")
+    failed_part_fails_file = False
+
+    def preflight(self) -> None:
+        self.rules = validate(self.config)
+
+    def schemas(self, listing: list[dict[str, Any]]) -> dict[str, pa.Schema | None]:
+        return {
+            "files": _FILES_SCHEMA,
+            "rejected": _REJECTED_SCHEMA,
+            "funnel": _FUNNEL_SCHEMA,
+            "kept": None,
+        }
+
+    def stages(self) -> list[Stage]:
+        config = self.config
+        stages = [
+            Stage("segment", SegmentOperator, {"config": config}),
+            Stage("load", LoadClipOperator, {"sample_rate": config.sample_rate}),
+        ]
+        for step in STEP_ORDER:
+            if step in config.steps:
+                cls, kwargs = _step_operator(step, config)
+                if step == "transcribe":
+                    kwargs["threads"] = self.threads_for(cls, step)
+                stages.append(Stage(step, cls, kwargs))
+        stages.append(
+            Stage("filter", FilterWriteOperator, {"rules": self.rules, "out": self.out}, False)
+        )
+        return stages
+
+    def is_part(self, row: dict[str, Any]) -> bool:
+        return row.get("kind") != "file"
+
+    def part(self, row: dict[str, Any], file: FileState) -> None:
+        """A clip's row: kept, or rejected with its reason; its seconds go to the funnel."""
+        row.pop("audio", None)
+        file_id = row["file_id"]
+        seconds = float(row.get("seconds") or 0.0)
+        reason = _reason(row)
+        file.add("funnel", [{"file_id": file_id, "seconds": seconds, "reason": reason}])
+        record = {k: _plain(v) for k, v in row.items() if k not in _DROP}
+        record["clip_id"] = clip_id(file_id, float(row.get("start") or 0.0))
+        record["rel_path"] = file.listing.get("rel_path")
+        if row.get("status") == "ok" and not reason:
+            file.add("kept", [record])
+            return
+        text = row.get("text")
+        file.add(
+            "rejected",
+            [
+                {
+                    "clip_id": record["clip_id"],
+                    "file_id": file_id,
+                    "path": row.get("path"),
+                    "start": float(row.get("start") or 0.0),
+                    "end": float(row.get("end") or 0.0),
+                    "seconds": seconds,
+                    "reason": reason,
+                    "error": row.get("error") or "",
+                    "text": text if isinstance(text, str) else None,
+                }
+            ],
+        )
+
+    def file_record(self, row: dict[str, Any], file: FileState) -> dict[str, Any]:
+        """The file's row; the seconds outside its clips go to the funnel (``no_speech``)."""
+        file.add(
+            "funnel",
+            [
+                {
+                    "file_id": file.listing["file_id"],
+                    "seconds": float(row.get("seconds") or 0.0),
+                    "reason": _reason(row),
+                }
+            ],
+        )
+        failed = row.get("status") == "error"
+        return {
+            **file.listing,
+            "duration": float(row.get("duration") or 0.0),
+            "speech_seconds": row.get("speech_seconds"),
+            "loudness_lufs": row.get("loudness_lufs"),
+            "gain_db": row.get("gain_db"),
+            "status": "error" if failed else "ok",
+            "error_kind": row.get("error_kind") or "",
+            "error": row.get("error") or "",
+            "error_stage": row.get("error_stage") or "",
+        }
+
+    def finalise(self, seen: set[str]) -> dict[str, Any]:
+        """``rejected/``, ``clips.parquet`` and the funnel from every committed shard."""
+        rejected = TableSink(join(self.out, "rejected"), _REJECTED_SCHEMA)
+        for table in self.store.read("rejected"):
+            rejected.add(r for r in table.to_pylist() if r["file_id"] in seen)
+        rejected.close()
+        kept = [r for t in self.store.read("kept") for r in t.to_pylist() if r["file_id"] in seen]
+        kept.sort(key=lambda r: r["clip_id"])
+        _write_clips_table(self.out, kept)
+        self.funnel = _funnel_from(self.store, seen)
+        write_table_atomic(
+            join(self.out, "funnel.parquet"), pa.Table.from_pylist(self.funnel.rows())
+        )
+        return {"clips_kept": self.funnel.clips_kept}
+
+    def record(self) -> dict[str, Any]:
+        funnel = self.funnel
+        return {
+            "funnel": {
+                "hours_in": funnel.seconds_in / 3600,
+                "hours_kept": funnel.kept / 3600,
+                "hours_dropped": {k: v / 3600 for k, v in funnel.dropped.items()},
+            }
+        }
+
+    def result(self, summary: JobSummary) -> tuple[JobSummary, Funnel]:
+        return summary, self.funnel
+
+    def previous_result(self, summary: JobSummary) -> tuple[JobSummary, Funnel]:
+        return summary, _funnel_from(self.store, set(self.by_id))
 
 
 def run_clean(
@@ -579,8 +702,8 @@ def run_clean(
     """Clean a corpus into clips.
 
     Each file's rows (its ``files`` row, kept clips, rejected spans, funnel entries) are
-    committed in shards once the file is complete (see :mod:`pipelines.engine.resume`), so a run that is
-    cut off resumes where it stopped.
+    committed in shards once the file is complete (see :mod:`pipelines.engine.resume`), so a run
+    that is cut off resumes where it stopped.
 
     Args:
         inputs: directories, globs, files or manifests.
@@ -595,189 +718,23 @@ def run_clean(
     Returns:
         The summary and the funnel (``funnel.check()`` has passed).
     """
-    config = config or CleanRunConfig()
-    policy = policy or ErrorPolicy()
-    rules = validate(config)
-    started_at, t0 = utc_now(), time.perf_counter()
-    listing = list_corpus(inputs, config.extensions or None)
-    by_id = {row["file_id"]: row for row in listing}
-    store = ShardStore(
+    return CleanJob.launch(
+        inputs,
         out,
-        {
-            "files": _FILES_SCHEMA,
-            "rejected": _REJECTED_SCHEMA,
-            "funnel": _FUNNEL_SCHEMA,
-            "kept": None,
-        },
-        config.commit_files,
-        config.commit_seconds,
+        config,
+        address=address,
+        quiet=quiet,
+        num_cpus=num_cpus,
+        policy=policy,
+        overwrite=overwrite,
     )
-    state = open_run(out, "clean", config, store, overwrite=overwrite, owned=OUTPUTS)
-    if state.finished(by_id):
-        summary = state.previous_summary(len(listing), quiet)
-        return summary, _funnel_from(store, set(by_id))
-    todo = state.start(listing, quiet, started_at)
-    progress = Progress("clean", len(todo), quiet=quiet)
-    files = _FileRows(by_id, store, progress, policy)
-    if todo:
-        with RaySession(address=address, num_cpus=num_cpus, quiet=quiet):
-            import ray
-            import ray.data
-
-            res = config.resources
-            stages: list[tuple[str, type, dict[str, Any], bool | None]] = [
-                ("segment", SegmentOperator, {"config": config}, None),
-                ("load", LoadClipOperator, {"sample_rate": config.sample_rate}, None),
-            ]
-            for step in STEP_ORDER:
-                if step in config.steps:
-                    cls, kwargs = _step_operator(step, config)
-                    if step == "transcribe":
-                        kwargs["threads"] = threads_for(cls, res, step)
-                    stages.append((step, cls, kwargs, None))
-            stages.append(("filter", FilterWriteOperator, {"rules": rules, "out": out}, False))
-            plans = {
-                name: (
-                    resources_for(cls, res, name),
-                    getattr(cls, "uses_model", False) if actors is None else actors,
-                )
-                for name, cls, _, actors in stages
-            }
-            fitted = fit_to_cluster(plans, float(ray.cluster_resources().get("CPU", 1.0)))
-            ds = ray.data.from_items(
-                [{"file_id": r["file_id"], "path": r["path"]} for r in todo],
-                override_num_blocks=min(len(todo), 1000),
-            )
-            for name, cls, kwargs, actors in stages:
-                ds = apply_operator(
-                    ds, cls, stage=name, kwargs=kwargs, resources=fitted[name], use_actors=actors
-                )
-            for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
-                for row in batch.to_dict(orient="records"):
-                    row.pop("audio", None)
-                    files.route(row)
-    files.close({r["file_id"] for r in todo})
-    store.flush()
-    progress.close()
-    summary, funnel = _finalise(state, store, by_id)
-    summary.wall_seconds = time.perf_counter() - t0
-    state.complete(
-        summary.run_record(
-            inputs,
-            config,
-            started_at,
-            counts={"clips_kept": funnel.clips_kept, "skipped_committed": state.skipped},
-            funnel={
-                "hours_in": funnel.seconds_in / 3600,
-                "hours_kept": funnel.kept / 3600,
-                "hours_dropped": {k: v / 3600 for k, v in funnel.dropped.items()},
-            },
-        )
-    )
-    return summary, funnel
 
 
-class _FileRows:
-    """Routes result rows into per-file tables and commits a file once all its rows are in: its
-    ``file`` row (which says how many clips it has) and the last row of each clip."""
-
-    def __init__(self, by_id, store: ShardStore, progress: Progress, policy: ErrorPolicy):
-        self.by_id, self.store, self.progress, self.policy = by_id, store, progress, policy
-        self.pending: dict[str, dict[str, Any]] = {}
-        self.done: set[str] = set()
-
-    def _entry(self, file_id: str) -> dict[str, Any]:
-        if file_id not in self.pending:
-            self.pending[file_id] = {
-                "rows": {"files": [], "rejected": [], "funnel": [], "kept": []},
-                "expected": None,
-                "clips": 0,
-            }
-        return self.pending[file_id]
-
-    def route(self, row: dict[str, Any]) -> None:
-        """One result row: a file summary, a kept clip, or a dropped span with its reason."""
-        file_id = row["file_id"]
-        listing = self.by_id[file_id]
-        entry = self._entry(file_id)
-        rows = entry["rows"]
-        status = row.get("status")
-        seconds = float(row.get("seconds") or 0.0)
-        reason = f"error:{row.get('error_stage') or 'unknown'}" if status == "error" else ""
-        reason = reason or row.get("reason") or ""
-        rows["funnel"].append({"file_id": file_id, "seconds": seconds, "reason": reason})
-        if row.get("kind") == "file":
-            failed = status == "error"
-            rows["files"].append(
-                {
-                    **listing,
-                    "duration": float(row.get("duration") or 0.0),
-                    "speech_seconds": row.get("speech_seconds"),
-                    "loudness_lufs": row.get("loudness_lufs"),
-                    "gain_db": row.get("gain_db"),
-                    "status": "error" if failed else "ok",
-                    "error_kind": row.get("error_kind") or "",
-                    "error": row.get("error") or "",
-                    "error_stage": row.get("error_stage") or "",
-                }
-            )
-            entry["expected"] = 0 if failed else int(row.get("num_clips") or 0)
-            self.policy.record(failed, f"{listing['path']}: {row.get('error')}")
-        else:
-            record = {k: _plain(v) for k, v in row.items() if k not in _DROP}
-            record["clip_id"] = clip_id(file_id, float(row.get("start") or 0.0))
-            record["rel_path"] = listing.get("rel_path")
-            if status == "ok" and not reason:
-                rows["kept"].append(record)
-            else:
-                rows["rejected"].append(
-                    {
-                        "clip_id": record["clip_id"],
-                        "file_id": file_id,
-                        "path": row.get("path"),
-                        "start": float(row.get("start") or 0.0),
-                        "end": float(row.get("end") or 0.0),
-                        "seconds": seconds,
-                        "reason": reason,
-                        "error": row.get("error") or "",
-                        "text": row.get("text") if isinstance(row.get("text"), str) else None,
-                    }
-                )
-            if row.get("clip_last", True):
-                entry["clips"] += 1
-        if entry["expected"] is not None and entry["clips"] >= entry["expected"]:
-            self._commit(file_id)
-
-    def _commit(self, file_id: str) -> None:
-        entry = self.pending.pop(file_id)
-        self.done.add(file_id)
-        file_row = entry["rows"]["files"][0]
-        failed = file_row["status"] == "error"
-        self.store.add(file_id, entry["rows"])
-        self.progress.update(1, 0.0 if failed else file_row["duration"], int(failed))
-
-    def close(self, file_ids: set[str]) -> None:
-        """Commit every input the pipeline never completed as a ``lost`` error (never silently
-        dropped), and a file whose clips did not all come back with the rows that did."""
-        for file_id in sorted(file_ids - self.done):
-            entry = self.pending.get(file_id)
-            if entry is not None and entry["expected"] is not None:
-                self._commit(file_id)
-                continue
-            self.pending.pop(file_id, None)  # clip rows without their file row: counted as lost
-            self.route(
-                {
-                    "file_id": file_id,
-                    "path": self.by_id[file_id]["path"],
-                    "kind": "file",
-                    "status": "error",
-                    "error_kind": "lost",
-                    "error": "the pipeline returned no result for this file",
-                    "error_stage": "pipeline",
-                    "seconds": 0.0,
-                    "duration": 0.0,
-                }
-            )
+def _reason(row: dict[str, Any]) -> str:
+    """Why a row's seconds are dropped (empty: kept): the failed step, or the row's reason."""
+    if row.get("status") == "error":
+        return f"error:{row.get('error_stage') or 'unknown'}"
+    return row.get("reason") or ""
 
 
 def _plain(value: Any) -> Any:
@@ -792,25 +749,6 @@ def _funnel_from(store: ShardStore, keep: set[str]) -> Funnel:
                 funnel.add(row["seconds"], row["reason"] or "")
     funnel.check()
     return funnel
-
-
-def _finalise(
-    state: RunState, store: ShardStore, by_id: dict[str, Any]
-) -> tuple[JobSummary, Funnel]:
-    """Rebuild ``files/``, ``errors/``, ``rejected/``, ``clips.parquet`` and the funnel from every
-    committed shard, for the inputs listed now."""
-    out = state.out
-    summary, seen = state.rebuild_files(store, by_id)
-    rejected = TableSink(join(out, "rejected"), _REJECTED_SCHEMA)
-    for table in store.read("rejected"):
-        rejected.add(r for r in table.to_pylist() if r["file_id"] in seen)
-    rejected.close()
-    kept = [r for t in store.read("kept") for r in t.to_pylist() if r["file_id"] in seen]
-    kept.sort(key=lambda r: r["clip_id"])
-    _write_clips_table(out, kept)
-    funnel = _funnel_from(store, seen)
-    write_table_atomic(join(out, "funnel.parquet"), pa.Table.from_pylist(funnel.rows()))
-    return summary, funnel
 
 
 _REJECTED_SCHEMA = pa.schema(

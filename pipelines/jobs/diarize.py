@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -38,19 +37,18 @@ from audio_ops.profiles import ProfileConfig, profile_encoder, speaker_profiles
 from audio_ops.segmentation import SAMPLE_RATE
 from audio_ops.turns import Turn
 from pipelines.engine.config import ConfigError, StageResources
-from pipelines.engine.resume import RunState, ShardStore, open_run
-from pipelines.engine.runtime import ErrorPolicy, Progress, RaySession, configure_data_context
+from pipelines.engine.lifecycle import Job
+from pipelines.engine.resume import ShardStore
+from pipelines.engine.runtime import configure_data_context
 from pipelines.engine.sinks import (
     TableSink,
     is_local,
     join,
     remove_shards,
-    utc_now,
     write_table_atomic,
 )
-from pipelines.engine.sources import list_corpus
 from pipelines.engine.stages import apply_operator, resources_for
-from pipelines.engine.summary import JobSummary
+from pipelines.engine.summary import files_schema
 
 
 @dataclass(frozen=True)
@@ -452,205 +450,171 @@ CENTROIDS_SCHEMA = pa.schema(
     ]
 )
 
-#: What ``voxflow diarize`` writes in its output folder (``--overwrite`` deletes these only).
-OUTPUTS = ("files", "errors", "segments", "speakers", "embeddings", "_staging")
 
-
-def run_diarize(
-    inputs: list[str],
-    out: str,
-    config: DiarizeRunConfig | None = None,
-    *,
-    speakers: str | None = None,
-    address: str | None = None,
-    quiet: bool = False,
-    num_cpus: int | None = None,
-    policy: ErrorPolicy | None = None,
-    overwrite: bool = False,
-) -> JobSummary:
-    """Diarize a corpus and link its speakers across files.
-
-    Finished files are committed in shards as they complete (see :mod:`pipelines.engine.resume`), so a
-    run that is cut off resumes where it stopped when run again with the same config.
+class DiarizeJob(Job):
+    """``voxflow diarize`` on the one lifecycle: files stream through decode and the model
+    stages, each file is clustered by a Ray task as soon as its last chunk is in, and the
+    corpus-wide linking runs in :meth:`finalise` over every committed file.
 
     Args:
-        inputs: directories, globs, files or manifests.
-        out: output folder, local or URL.
-        config: the run's configuration; defaults when None.
         speakers: optional table of known speakers (name + embedding or reference audio path).
-        address: Ray address; None starts (and stops) a local Ray.
-        quiet: no progress line.
-        num_cpus: CPUs of a local Ray started for this job (None: all cores).
-        policy: when failures abort the job (default: never).
-        overwrite: replace the outputs of a previous run with another config in ``out``
-            (otherwise refused).
-
-    Returns:
-        The job's summary; ``ok + errors == inputs`` always.
     """
-    config = config or DiarizeRunConfig()
-    policy = policy or ErrorPolicy()
-    dconf = config.diarization
-    started_at, t0 = utc_now(), time.perf_counter()
-    listing = list_corpus(inputs, config.extensions or None)
-    by_id = {row["file_id"]: row for row in listing}
-    enrolled_names, enrolled = (
-        _load_enrolled(speakers, dconf) if speakers else ([], np.zeros((0, 0)))
-    )
-    if dconf.profile.enabled:  # a bad profile model fails here, not once per file
-        profile_encoder(dconf.profile, cache=False)
-    if dconf.method == "segmentation":  # a missing or altered checkpoint fails here too
-        from audio_ops.segmentation import resolve_checkpoint
 
-        resolve_checkpoint(dconf.segmentation.model, dconf.segmentation.sha256)
+    name = "diarize"
+    config_class = DiarizeRunConfig
+    outputs = ("segments", "speakers", "embeddings", "_staging")
 
-    from pipelines.engine.summary import (
-        files_schema as _listing_schema,  # listing columns + manifest ones
-    )
+    def __init__(self, out: str, config: DiarizeRunConfig, *, speakers: str | None = None, **kw):
+        super().__init__(out, config, **kw)
+        self.speakers = speakers
+        self.stats_text = ""
+        self.enrolled_names: list[str] = []
+        self.enrolled = np.zeros((0, 0))
+        self.known_digest: str | None = None
 
-    base = _listing_schema(listing)
-    listing_fields = [f for f in base if f.name in listing[0]] if listing else list(base)[:4]
-    files_schema = pa.schema(listing_fields + [pa.field(n, t) for n, t in FILES_FIELDS])
-    schemas = {"files": files_schema, "segments": SEGMENTS_SCHEMA, "centroids": CENTROIDS_SCHEMA}
-    if config.write_embeddings:
-        schemas["embeddings"] = EMBEDDINGS_SCHEMA
-    store = ShardStore(out, schemas, config.commit_files, config.commit_seconds)
-    # Known speakers name global ids in the final step, so a new table re-links (reusing every
-    # committed file) instead of finding the run finished.
-    run_identity: Any = config
-    known_digest = None
-    if speakers:
-        digest = hashlib.sha256("\n".join(enrolled_names).encode("utf-8"))
-        digest.update(np.ascontiguousarray(enrolled, dtype=np.float32).tobytes())
-        known_digest = digest.hexdigest()
-        run_identity = {"config": config, "known_speakers": known_digest}
-    state = open_run(
-        out,
-        "diarize",
-        run_identity,
-        store,
-        overwrite=overwrite,
-        owned=OUTPUTS,
-        shard_config=shard_config(config),
-        quiet=quiet,
-    )
-    if state.finished(by_id):
-        return state.previous_summary(len(listing), quiet)
-    todo = state.start(listing, quiet, started_at)
-    progress = Progress("diarize", len(todo), quiet=quiet)
-    stats_text = ""
+    def preflight(self) -> None:
+        dconf = self.config.diarization
+        if self.speakers:
+            self.enrolled_names, self.enrolled = _load_enrolled(self.speakers, dconf)
+            digest = hashlib.sha256("\n".join(self.enrolled_names).encode("utf-8"))
+            digest.update(np.ascontiguousarray(self.enrolled, dtype=np.float32).tobytes())
+            self.known_digest = digest.hexdigest()
+        if dconf.profile.enabled:  # a bad profile model fails here, not once per file
+            profile_encoder(dconf.profile, cache=False)
+        if dconf.method == "segmentation":  # a missing or altered checkpoint fails here too
+            from audio_ops.segmentation import resolve_checkpoint
 
-    def finish_error(file_id: str, kind: str, message: str, stage: str) -> None:
-        row = dict(by_id[file_id])
-        row.update(status="error", error_kind=kind, error=message, error_stage=stage)
-        store.add(file_id, {"files": [row]})
-        progress.update(1, 0.0, 1)
-        policy.record(True, f"{row['path']}: {message}")
+            resolve_checkpoint(dconf.segmentation.model, dconf.segmentation.sha256)
 
-    def finish_ok(file_id: str, result: dict[str, Any]) -> None:
-        turns = result["turns"]
-        row = dict(by_id[file_id])
-        row.update(
-            duration=result["duration"],
-            num_speakers=len(result["centroids"]),
-            speech_seconds=float(np.sum(result["speech_seconds"])),
-            num_segments=len(turns),
-            num_windows=result["num_windows"],
-            status="ok",
-            error_kind="",
-            error="",
-            error_stage="",
-        )
-        rows: dict[str, list[dict[str, Any]]] = {
-            "files": [row],
-            "segments": [
-                {
-                    "file_id": file_id,
-                    "path": row["path"],
-                    "start": s,
-                    "end": e,
-                    "duration": e - s,
-                    "speaker": local_label(k),
-                    "speaker_global": None,
-                    "confidence": c,
-                    "overlap": o,
-                }
-                for s, e, k, c, o in turns
-            ],
-            "centroids": [
-                {
-                    "file_id": file_id,
-                    "speaker_index": k,
-                    "speech_seconds": float(result["speech_seconds"][k]),
-                    "centroid": np.asarray(centroid, np.float32).tolist(),
-                    "narrowband_centroid": np.asarray(
-                        result["narrowband_centroids"][k], np.float32
-                    ).tolist(),
-                    "pitch": (
-                        float(result["pitch"][k]) if np.isfinite(result["pitch"][k]) else None
-                    ),
-                    "wideband": bool(result["wideband"]),
-                    "profile": (
-                        None
-                        if result.get("profiles") is None
-                        else np.asarray(result["profiles"][k], np.float32).tolist()
-                    ),
-                }
-                for k, centroid in enumerate(result["centroids"])
-            ],
+    def schemas(self, listing: list[dict[str, Any]]) -> dict[str, pa.Schema | None]:
+        base = files_schema(listing)  # listing columns + manifest ones
+        listing_fields = [f for f in base if f.name in listing[0]] if listing else list(base)[:4]
+        schemas: dict[str, pa.Schema | None] = {
+            "files": pa.schema(listing_fields + [pa.field(n, t) for n, t in FILES_FIELDS]),
+            "segments": SEGMENTS_SCHEMA,
+            "centroids": CENTROIDS_SCHEMA,
         }
-        if config.write_embeddings and len(result.get("window_starts", [])):
-            w = result["window_seconds"]
-            rows["embeddings"] = [
-                {
-                    "file_id": file_id,
-                    "start": float(s),
-                    "end": float(s) + w,
-                    "speaker": local_label(int(k)) if k >= 0 else None,
-                    "embedding": emb.tolist(),
-                }
-                for s, k, emb in zip(
-                    result["window_starts"],
-                    result["window_labels"],
-                    result["window_embeddings"],
-                    strict=True,
-                )
-            ]
-        store.add(file_id, rows)
-        progress.update(1, result["duration"], 0)
-        policy.record(False)
+        if self.config.write_embeddings:
+            schemas["embeddings"] = EMBEDDINGS_SCHEMA
+        return schemas
 
-    done: set[str] = set()
-    if todo:
-        with RaySession(address=address, num_cpus=num_cpus, quiet=quiet):
-            stats_text = _run_pipeline(todo, config, finish_ok, finish_error, done)
-    for row in todo:
-        if row["file_id"] not in done:  # never silently lost
-            finish_error(
-                row["file_id"], "lost", "the pipeline returned no result for this file", "pipeline"
-            )
-    store.flush()
-    progress.close()
-    summary, counts = _finalise(state, store, by_id, config, enrolled_names, enrolled)
-    summary.wall_seconds = time.perf_counter() - t0
-    record = summary.run_record(
-        inputs,
-        config,
-        started_at,
-        counts={**counts, "skipped_committed": state.skipped},
-        speakers=speakers,
-        ray_data_stats=str(stats_text),
+    def identity(self) -> Any:
+        # Known speakers name global ids in the final step, so a new table re-links (reusing
+        # every committed file) instead of finding the run finished.
+        if self.known_digest is None:
+            return self.config
+        return {"config": self.config, "known_speakers": self.known_digest}
+
+    def shard_config(self) -> Any:
+        return shard_config(self.config)
+
+    def execute(self, todo: list[dict[str, Any]]) -> None:
+        self.stats_text = _run_pipeline(todo, self.config, self._finish_ok, self._finish_error)
+
+    def _finish_error(self, file_id: str, kind: str, message: str, stage: str) -> None:
+        row = {**self.by_id[file_id], "status": "error", "error_kind": kind, "error": message}
+        self.commit(file_id, {**row, "error_stage": stage})
+
+    def _finish_ok(self, file_id: str, result: dict[str, Any]) -> None:
+        row, tables = _file_rows(self.by_id[file_id], result, self.config.write_embeddings)
+        self.commit(file_id, row, tables)
+
+    def finalise(self, seen: set[str]) -> dict[str, Any]:
+        return _link_and_write(
+            self.out, self.store, seen, self.config, self.enrolled_names, self.enrolled
+        )
+
+    def record(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {"speakers": self.speakers, "ray_data_stats": self.stats_text}
+        if self.known_digest:
+            extra["known_speakers_sha256"] = self.known_digest
+        return extra
+
+
+#: ``voxflow diarize``: see :meth:`pipelines.engine.lifecycle.Job.launch` (plus ``speakers``,
+#: a table of known speakers). Finished files are committed in shards as they complete, so a run
+#: that is cut off resumes where it stopped when run again with the same config.
+run_diarize = DiarizeJob.launch
+
+
+def _file_rows(
+    listing: dict[str, Any], result: dict[str, Any], write_embeddings: bool
+) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """A diarized file's ``files/`` row and its rows of ``segments``, ``centroids`` and
+    (when asked for) ``embeddings``."""
+    file_id = listing["file_id"]
+    turns = result["turns"]
+    row = dict(listing)
+    row.update(
+        duration=result["duration"],
+        num_speakers=len(result["centroids"]),
+        speech_seconds=float(np.sum(result["speech_seconds"])),
+        num_segments=len(turns),
+        num_windows=result["num_windows"],
+        status="ok",
+        error_kind="",
+        error="",
+        error_stage="",
     )
-    if known_digest:
-        record["known_speakers_sha256"] = known_digest
-    state.complete(record)
-    return summary
+    tables: dict[str, list[dict[str, Any]]] = {
+        "segments": [
+            {
+                "file_id": file_id,
+                "path": row["path"],
+                "start": s,
+                "end": e,
+                "duration": e - s,
+                "speaker": local_label(k),
+                "speaker_global": None,
+                "confidence": c,
+                "overlap": o,
+            }
+            for s, e, k, c, o in turns
+        ],
+        "centroids": [
+            {
+                "file_id": file_id,
+                "speaker_index": k,
+                "speech_seconds": float(result["speech_seconds"][k]),
+                "centroid": np.asarray(centroid, np.float32).tolist(),
+                "narrowband_centroid": np.asarray(
+                    result["narrowband_centroids"][k], np.float32
+                ).tolist(),
+                "pitch": (float(result["pitch"][k]) if np.isfinite(result["pitch"][k]) else None),
+                "wideband": bool(result["wideband"]),
+                "profile": (
+                    None
+                    if result.get("profiles") is None
+                    else np.asarray(result["profiles"][k], np.float32).tolist()
+                ),
+            }
+            for k, centroid in enumerate(result["centroids"])
+        ],
+    }
+    if write_embeddings and len(result.get("window_starts", [])):
+        w = result["window_seconds"]
+        tables["embeddings"] = [
+            {
+                "file_id": file_id,
+                "start": float(s),
+                "end": float(s) + w,
+                "speaker": local_label(int(k)) if k >= 0 else None,
+                "embedding": emb.tolist(),
+            }
+            for s, k, emb in zip(
+                result["window_starts"],
+                result["window_labels"],
+                result["window_embeddings"],
+                strict=True,
+            )
+        ]
+    return row, tables
 
 
-def _run_pipeline(todo, config, finish_ok, finish_error, done: set[str]) -> str:
+def _run_pipeline(todo, config, finish_ok, finish_error) -> str:
     """Stream ``todo`` through decode, speech and embedding stages and per-file clustering tasks;
-    each finished file goes to ``finish_ok`` or ``finish_error`` and into ``done``. Returns Ray
-    Data's stats text."""
+    each finished file goes to ``finish_ok`` or ``finish_error``. Returns Ray Data's stats
+    text."""
     import ray
     import ray.data
 
@@ -745,7 +709,6 @@ def _run_pipeline(todo, config, finish_ok, finish_error, done: set[str]) -> str:
         )
         for ref in ready:
             file_id = inflight.pop(ref)
-            done.add(file_id)
             try:
                 result = ray.get(ref)
             except Exception as exc:  # clustering (or its profile pass) failed for this file only
@@ -764,7 +727,6 @@ def _run_pipeline(todo, config, finish_ok, finish_error, done: set[str]) -> str:
             file_id = row["file_id"]
             if failed:
                 first = min(failed, key=lambda r: r["chunk_index"])
-                done.add(file_id)
                 finish_error(
                     file_id,
                     first["error_kind"] or "error",
@@ -837,20 +799,17 @@ def shard_config(config: DiarizeRunConfig) -> dict[str, Any]:
     return {"diarization": config.diarization, "write_embeddings": config.write_embeddings}
 
 
-def _finalise(
-    state: RunState,
+def _link_and_write(
+    out: str,
     store: ShardStore,
-    by_id: dict[str, dict[str, Any]],
+    seen: set[str],
     config: DiarizeRunConfig,
     enrolled_names: list[str],
     enrolled: np.ndarray,
-) -> tuple[JobSummary, dict[str, Any]]:
-    """Rebuild the run's tables from every committed shard (this run's and earlier ones'), for the
-    inputs listed now: ``files/``, ``errors/``, global linking, ``speakers/``, ``segments/`` and
-    ``embeddings/``. Returns the whole run's summary and its table counts."""
-    out = state.out
-    summary, seen = state.rebuild_files(store, by_id)
-
+) -> dict[str, Any]:
+    """The corpus-wide step, from every committed shard (this run's and earlier ones'), for the
+    inputs in ``seen``: global linking, ``speakers/``, ``segments/`` (with ``speaker_global``)
+    and ``embeddings/``. Returns the table counts."""
     # Global linking: deterministic order (file_id, local speaker).
     # Rows: (file_id, local speaker, centroid, seconds, narrowband centroid, pitch, wideband,
     # profile).
@@ -956,7 +915,7 @@ def _finalise(
         "global_speakers": len(speaker_rows),
         "enrolled_matches": len(names),
     }
-    return summary, counts
+    return counts
 
 
 def _finalise_segments(

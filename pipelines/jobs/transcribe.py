@@ -229,8 +229,9 @@ class TranscribeJob(FileJob):
         from audio_ops.clips import clip_id
 
         text = row.get("text") if isinstance(row.get("text"), str) else ""
-        self.sinks["transcripts"].add(
-            [{**row, "text": text, "clip_id": clip_id(row["file_id"], float(row["start"]))}]
+        file.add(
+            "transcripts",
+            [{**row, "text": text, "clip_id": clip_id(row["file_id"], float(row["start"]))}],
         )
         file.totals["transcribed_seconds"] += float(row.get("duration") or 0.0)
         file.totals["words"] += len(text.split())

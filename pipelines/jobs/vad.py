@@ -80,15 +80,18 @@ class VadJob(FileJob):
 
         if row.get("status") == "ok" and row.get("regions"):
             regions = unpack(row["regions"]).reshape(-1, 2)
-            self.sinks["segments"].add(
-                {
-                    "file_id": row["file_id"],
-                    "path": row["path"],
-                    "start": float(s),
-                    "end": float(e),
-                    "duration": float(e - s),
-                }
-                for s, e in regions
+            file.add(
+                "segments",
+                (
+                    {
+                        "file_id": row["file_id"],
+                        "path": row["path"],
+                        "start": float(s),
+                        "end": float(e),
+                        "duration": float(e - s),
+                    }
+                    for s, e in regions
+                ),
             )
         duration = float(row.get("duration") or 0.0)
         speech = float(row.get("speech_seconds") or 0.0)
