@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from audio_ops.io import ANALYSIS_RATE
+
 
 @dataclass(frozen=True)
 class ClipConfig:
@@ -225,18 +227,18 @@ def segment_file(
     from audio_ops.diarization import ChunkConfig, chunk_regions, iter_chunks, merge_regions
     from audio_ops.levels import LoudnessMeter
 
-    meter = LoudnessMeter(16000, 1)
+    meter = LoudnessMeter(ANALYSIS_RATE, 1)
     regions, energies = [], []
     duration = 0.0
     for _, start, owned, samples, _ in iter_chunks(
         url, ChunkConfig(seconds=chunk_seconds, overlap=2.0)
     ):
-        owned_samples = samples[: int(round(owned * 16000))]
+        owned_samples = samples[: int(round(owned * ANALYSIS_RATE))]
         meter.update(owned_samples[:, None])
-        energies.append(frame_energy(owned_samples, 16000))
+        energies.append(frame_energy(owned_samples, ANALYSIS_RATE))
         probs = vad.speech_probs(samples)
-        regions.append(chunk_regions(probs, start, owned, vad_config, len(samples) / 16000))
-        duration = start + len(owned_samples) / 16000
+        regions.append(chunk_regions(probs, start, owned, vad_config, len(samples) / ANALYSIS_RATE))
+        duration = start + len(owned_samples) / ANALYSIS_RATE
     merged = merge_regions(np.concatenate(regions)) if regions else np.zeros((0, 2))
     energy = np.concatenate(energies) if energies else np.zeros(0)
     clips = cut_clips(merged, duration, clip_config, energy=energy)

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from audio_ops import ADDED_LATER
+from audio_ops.io import ANALYSIS_RATE
 from audio_ops.models import (
     ModelError,
     ModelRef,
@@ -43,7 +44,7 @@ from audio_ops.models import (
     sha256_of,
 )
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = ANALYSIS_RATE  # see audio_ops.io
 TARGET_DBFS = -30.0
 MASK_HOP = 160  # samples per frame of the masks given to ``embed_masked`` (10 ms)
 MASK_WINDOW = 400  # their frames are 25 ms long, as Kaldi filterbank frames

@@ -17,17 +17,20 @@ torch model, and an ``auto`` mode that decides per input whether enhancing helps
 
 :class:`Enhancer` applies a config to one signal and reports what it did; :class:`EnhanceOperator`
 is the batch operator of the pipelines. :func:`si_sdr`, :func:`mix_at_snr` and
-:func:`synthetic_noise` are the evaluation helpers the tests and benchmarks share.
+:func:`synthetic_noise`, which the tests and benchmarks use to score it, are in
+:mod:`audio_ops.evaluation`.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import itertools
 import math
 import os
 import sys
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,8 @@ from audio_ops.models import (
 METHODS = ("auto", "dfn3", "spectral_gating", "torch", "none")
 
 DFN3_SAMPLE_RATE = 48000
+#: Longest input a DFN3 stream is fed at once (memory bound of :class:`EnhancedStream`).
+DFN3_BLOCK_SECONDS = 10.0
 #: DeepFilterNet3's hop: one ``df_process_frame`` call consumes and returns this many samples.
 DFN3_FRAME_LENGTH = 480
 #: Algorithmic delay of DFN3 at 48 kHz (STFT window 960 - hop 480, plus 2 lookahead frames x 480).
@@ -145,118 +150,6 @@ class EnhancementConfig:
                 )
 
 
-# ----------------------------------------------------------------------------------------------
-# Measurements and evaluation helpers
-# ----------------------------------------------------------------------------------------------
-
-
-def si_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
-    """Scale-invariant signal-to-distortion ratio in dB (Le Roux et al., 2019).
-
-    Both signals are made zero-mean; the reference is scaled to best fit the estimate and the
-    rest of the estimate counts as distortion.
-
-    Args:
-        reference: the clean signal, 1-D.
-        estimate: the signal to score, same length.
-
-    Returns:
-        SI-SDR in dB (``inf`` for an exact scaled copy).
-
-    Raises:
-        ValueError: different lengths, or a silent reference.
-    """
-    reference = np.asarray(reference, dtype=np.float64).reshape(-1)
-    estimate = np.asarray(estimate, dtype=np.float64).reshape(-1)
-    if reference.shape != estimate.shape:
-        raise ValueError(f"lengths differ: reference {reference.size}, estimate {estimate.size}")
-    reference = reference - reference.mean()
-    estimate = estimate - estimate.mean()
-    energy = float(np.dot(reference, reference))
-    if energy <= 0:
-        raise ValueError("the reference is silent: SI-SDR is undefined")
-    target = (float(np.dot(estimate, reference)) / energy) * reference
-    distortion = float(np.sum((estimate - target) ** 2))
-    signal = float(np.sum(target**2))
-    if distortion <= 0:
-        return math.inf
-    if signal <= 0:
-        return -math.inf
-    return 10.0 * math.log10(signal / distortion)
-
-
-def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
-    """``clean + g * noise`` with ``g`` set so that the mean powers stand at ``snr_db``.
-
-    Args:
-        clean: the speech, 1-D.
-        noise: the noise, at least as long as ``clean`` (the start is used).
-        snr_db: wanted ratio of clean to noise power over the whole signal, dB.
-    """
-    clean = np.asarray(clean, dtype=np.float32).reshape(-1)
-    noise = np.asarray(noise, dtype=np.float32).reshape(-1)
-    if noise.size < clean.size:
-        raise ValueError("noise is shorter than clean")
-    noise = noise[: clean.size].astype(np.float64)
-    clean_power = float(np.mean(clean.astype(np.float64) ** 2))
-    noise_power = float(np.mean(noise**2))
-    if noise_power <= 0:
-        raise ValueError("noise is silent")
-    gain = math.sqrt(clean_power / (noise_power * 10 ** (snr_db / 10)))
-    return (clean + gain * noise).astype(np.float32)
-
-
-def synthetic_noise(
-    kind: str, num_samples: int, sample_rate: int, rng: np.random.Generator | None = None
-) -> np.ndarray:
-    """A synthetic noise signal of unit RMS, float32.
-
-    Args:
-        kind: ``white``; ``pink`` (1/f power above 20 Hz); ``music`` (three voices of harmonic
-            notes from a major scale, 0.4 s each, plucked envelope); ``hum50`` / ``hum60`` (mains
-            hum: the fundamental and 10 harmonics, slowly falling amplitudes).
-        num_samples: length.
-        sample_rate: rate in Hz.
-        rng: random source (a fixed seed by default).
-    """
-    rng = rng if rng is not None else np.random.default_rng(0)
-    n = int(num_samples)
-    t = np.arange(n) / sample_rate
-    if kind == "white":
-        out = rng.standard_normal(n)
-    elif kind == "pink":
-        spectrum = np.fft.rfft(rng.standard_normal(n))
-        freqs = np.fft.rfftfreq(n, 1.0 / sample_rate)
-        spectrum /= np.sqrt(np.maximum(freqs, 20.0))
-        spectrum[freqs < 20.0] = 0
-        out = np.fft.irfft(spectrum, n)
-    elif kind == "music":
-        out = np.zeros(n)
-        note = max(1, int(0.4 * sample_rate))
-        scale = np.array([0, 2, 4, 5, 7, 9, 11, 12])
-        for voice in range(3):
-            for start in range(0, n, note):
-                f0 = 110.0 * 2 ** (voice + scale[rng.integers(len(scale))] / 12)
-                span = slice(start, min(start + note, n))
-                tt = t[span] - t[start]
-                envelope = np.minimum(1.0, tt / 0.01) * np.exp(-3.0 * tt)
-                for h in range(1, 6):
-                    if f0 * h < sample_rate / 2:
-                        phase = rng.uniform(0, 2 * np.pi)
-                        out[span] += envelope * np.sin(2 * np.pi * f0 * h * tt + phase) / h
-    elif kind in ("hum50", "hum60"):
-        base = 50.0 if kind == "hum50" else 60.0
-        out = np.zeros(n)
-        for h in range(1, 12):
-            if base * h < sample_rate / 2:
-                out += np.sin(2 * np.pi * base * h * t + rng.uniform(0, 2 * np.pi)) / h**0.7
-    else:
-        raise ValueError(f"unknown noise kind {kind!r} (white, pink, music, hum50, hum60)")
-    out = out - out.mean()
-    rms = float(np.sqrt(np.mean(out**2))) if n else 0.0
-    return (out / rms if rms > 0 else out).astype(np.float32)
-
-
 def _mono(audio: np.ndarray, what: str = "audio") -> np.ndarray:
     """``audio`` as contiguous 1-D float32; ``(n, 1)`` is accepted, more channels are not."""
     audio = np.asarray(audio, dtype=np.float32)
@@ -282,7 +175,8 @@ def estimate_snr_db(audio: np.ndarray, sample_rate: int, noise_quantile: float =
 
     The noise power is the mean power of the quietest ``noise_quantile`` of 32 ms frames (speech
     has pauses; these frames hold noise only); the speech power is the mean power of all frames
-    less the noise. The ratio is over the whole signal, as :func:`mix_at_snr` defines it.
+    less the noise. The ratio is over the whole signal, as
+    :func:`audio_ops.evaluation.mix_at_snr` defines it.
 
     Measured on the sample corpus's speech mixed at 0-30 dB: within 1 dB of the true SNR for white
     noise and hum, 0.5-3 dB high for pink noise, 3-7 dB high for music, 4-13 dB high for babble (it
@@ -827,8 +721,39 @@ class Enhancer:
         y = resample(y, rate, sample_rate)
         return y[: audio.size] if y.size >= audio.size else np.pad(y, (0, audio.size - y.size))
 
+    def stream(self, blocks: Iterable[np.ndarray], sample_rate: int) -> EnhancedStream:
+        """Enhance a signal given as consecutive mono blocks (a file read block by block), the
+        method chosen on the first block's estimated SNR; memory is bounded by one block.
+
+        Args:
+            blocks: consecutive mono float blocks of one signal.
+            sample_rate: their rate in Hz.
+
+        Returns:
+            An :class:`EnhancedStream`: its ``method`` and ``snr_before_db`` are known at once;
+            iterating it yields the enhanced blocks, as many samples in all as went in.
+        """
+        if sample_rate <= 0:
+            raise ValueError("sample_rate must be > 0")
+        return EnhancedStream(self, blocks, sample_rate)
+
+    def _block(self, method: str, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """One block through a per-block method (spectral gating, a torch module, or none)."""
+        config = self.config
+        if method == "spectral_gating":
+            return spectral_gate(
+                audio,
+                sample_rate,
+                max_atten_db=config.gate_atten_db,
+                noise_quantile=config.gate_noise_quantile,
+            )
+        if method == "torch":
+            with self._lock:  # one module, possibly shared by threads
+                return self._run_torch(audio, sample_rate)
+        return audio.copy()
+
     def enhance(self, audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, dict[str, Any]]:
-        """Enhance one mono signal.
+        """Enhance one mono signal (one block of :meth:`stream`).
 
         Args:
             audio: mono float samples.
@@ -844,35 +769,14 @@ class Enhancer:
         audio = _mono(audio)
         if audio.size and not np.isfinite(audio).all():
             raise NonFiniteAudioError("NaN/inf samples in the audio to enhance")
-        if sample_rate <= 0:
-            raise ValueError("sample_rate must be > 0")
-        config = self.config
-        before = estimate_snr_db(audio, sample_rate, config.gate_noise_quantile)
-        method = "none" if audio.size == 0 else self.choose(before)
-        if method == "dfn3":
-            out = enhance(
-                audio,
-                sample_rate,
-                atten_lim_db=config.atten_lim_db,
-                model=config.dfn3_model,
-                sha256=config.dfn3_sha256,
-            )
-        elif method == "spectral_gating":
-            out = spectral_gate(
-                audio,
-                sample_rate,
-                max_atten_db=config.gate_atten_db,
-                noise_quantile=config.gate_noise_quantile,
-            )
-        elif method == "torch":
-            with self._lock:  # one module, possibly shared by threads
-                out = self._run_torch(audio, sample_rate)
-        else:
-            out = audio.copy()
+        stream = self.stream([audio], sample_rate)
+        parts = list(stream)
+        out = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        method, before = stream.method, stream.snr_before_db
         after = (
             before
             if method == "none"
-            else estimate_snr_db(out, sample_rate, config.gate_noise_quantile)
+            else estimate_snr_db(out, sample_rate, self.config.gate_noise_quantile)
         )
         info = {
             "enhancement": method,
@@ -880,6 +784,43 @@ class Enhancer:
             "snr_after_db": float(after),
         }
         return out.astype(np.float32, copy=False), info
+
+
+class EnhancedStream:
+    """The enhanced blocks of one signal (see :meth:`Enhancer.stream`).
+
+    DFN3 runs as one stream over the whole signal (its recurrent state carries across blocks,
+    fed at most ``DFN3_BLOCK_SECONDS`` at a time); spectral gating and torch modules run per
+    block. An empty signal is passed through (method ``none``).
+
+    Attributes:
+        method: the method applied.
+        snr_before_db: the first block's estimated SNR (nan when there is no audio).
+    """
+
+    def __init__(self, enhancer: Enhancer, blocks: Iterable[np.ndarray], sample_rate: int):
+        self.enhancer, self.sample_rate = enhancer, sample_rate
+        blocks = iter(blocks)
+        first = next(blocks, None)
+        first = _mono(first) if first is not None else np.zeros(0, np.float32)
+        config = enhancer.config
+        self.snr_before_db = estimate_snr_db(first, sample_rate, config.gate_noise_quantile)
+        self.method = "none" if first.size == 0 else enhancer.choose(self.snr_before_db)
+        self._blocks = itertools.chain([first], blocks)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        config, rate = self.enhancer.config, self.sample_rate
+        if self.method != "dfn3":
+            for block in self._blocks:
+                yield self.enhancer._block(self.method, _mono(block), rate).astype(np.float32)
+            return
+        step = max(1, int(DFN3_BLOCK_SECONDS * rate))
+        with DFN3Stream(rate, config.atten_lim_db, config.dfn3_model, config.dfn3_sha256) as dfn:
+            for block in self._blocks:
+                block = _mono(block)
+                for start in range(0, block.size, step):
+                    yield dfn.process(block[start : start + step])
+            yield dfn.flush()
 
 
 # ----------------------------------------------------------------------------------------------

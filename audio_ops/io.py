@@ -43,6 +43,11 @@ FFMPEG_EXTENSIONS = frozenset(
 #: Every extension a corpus listing picks up by default.
 AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS | FFMPEG_EXTENSIONS
 
+#: The rate every speech model voxflow runs sees (VAD, speaker embeddings, segmentation, pitch,
+#: Whisper): files are decoded, downmixed and resampled to it for analysis. The one home of
+#: 16 kHz; the modules that need it import it (most as ``SAMPLE_RATE``).
+ANALYSIS_RATE = 16000
+
 #: Native-rate frames decoded per step of a streaming read (about 4-12 s of audio).
 DEFAULT_BLOCK_FRAMES = 1 << 17
 

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from audio_ops.io import ANALYSIS_RATE
+
+SAMPLE_RATE = ANALYSIS_RATE  # see audio_ops.io
 PITCH_RATE = 8000
 FRAME = 256  # 32 ms at 8 kHz
 HOP = 160  # 20 ms at 8 kHz

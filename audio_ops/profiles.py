@@ -20,9 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from audio_ops.io import ANALYSIS_RATE
 from audio_ops.turns import Turn
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = ANALYSIS_RATE  # see audio_ops.io
 MIN_SPAN = 0.1  # seconds: a shorter cut of a turn is not read back
 
 

@@ -36,9 +36,10 @@ from typing import Any
 
 import numpy as np
 
+from audio_ops.io import ANALYSIS_RATE
 from audio_ops.models import ModelError, ModelRef, pick_device, resolve
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = ANALYSIS_RATE  # see audio_ops.io
 DEFAULT_SEGMENTATION = "bundled:pyannote-segmentation-3.0"
 
 # SincNet's convolution and pooling stack (kernel, stride) after its first, strided, layer.

@@ -15,6 +15,7 @@ import numpy as np
 from audio_ops.clips import ClipConfig
 from audio_ops.clustering import ClusteringConfig, cluster_speakers
 from audio_ops.embedding import EmbeddingConfig, grid_windows
+from audio_ops.io import ANALYSIS_RATE
 from audio_ops.turns import TurnConfig, build_turns
 
 
@@ -72,14 +73,14 @@ def check_speakers(
         config: embedding and clustering parameters.
         clip_config: bounds a split part must meet.
     """
-    duration = len(audio) / 16000
+    duration = len(audio) / ANALYSIS_RATE
     speech = np.asarray(speech, dtype=np.float64).reshape(-1, 2)
     starts = grid_windows(speech, 0.0, duration, config.embedding)
     speech_seconds = float(np.sum(speech[:, 1] - speech[:, 0])) if speech.size else 0.0
     if len(starts) < config.min_windows:
         return SpeakerCheck(1 if speech_seconds else 0, 0.0, [(0.0, duration)])
-    window = int(round(config.embedding.window * 16000))
-    embeddings = encoder.embed(audio, np.round(starts * 16000).astype(np.int64), window)
+    window = int(round(config.embedding.window * ANALYSIS_RATE))
+    embeddings = encoder.embed(audio, np.round(starts * ANALYSIS_RATE).astype(np.int64), window)
     labels = cluster_speakers(embeddings, config.clustering)
     turns = build_turns(speech, starts, config.embedding.window, labels, duration, TurnConfig())
     count = len({t.speaker for t in turns})
@@ -126,3 +127,48 @@ def check_speakers(
         if clip_config.min_seconds <= hi - lo <= clip_config.max_seconds:
             parts.append((float(lo), float(hi)))
     return SpeakerCheck(count, overlap_ratio, parts)
+
+
+@dataclass
+class ClipPart:
+    """A single-speaker part of a clip, cut out by :func:`split_clip`.
+
+    Args:
+        start: where it starts in the clip (seconds).
+        end: where it ends in the clip (seconds).
+        audio: its samples.
+        speech: its speech regions (seconds, relative to the part's start).
+    """
+
+    start: float
+    end: float
+    audio: np.ndarray
+    speech: np.ndarray
+
+    @property
+    def speech_seconds(self) -> float:
+        """Seconds of speech in the part."""
+        return float(np.sum(self.speech[:, 1] - self.speech[:, 0])) if self.speech.size else 0.0
+
+
+def split_clip(
+    audio: np.ndarray, sample_rate: int, speech: np.ndarray, check: SpeakerCheck, policy: str
+) -> list[ClipPart]:
+    """The parts of a multi-speaker clip that become clips of their own: its single-speaker
+    spans under the ``split`` policy, none under ``drop``.
+
+    Args:
+        audio: the clip's samples.
+        sample_rate: their rate.
+        speech: the clip's speech regions (seconds, clip time), shape (n, 2).
+        check: the clip's :func:`check_speakers` result.
+        policy: ``clips.single_speaker`` (``split`` or ``drop``).
+    """
+    if policy != "split":
+        return []
+    parts = []
+    for lo, hi in check.parts:
+        a, b = int(round(lo * sample_rate)), int(round(hi * sample_rate))
+        inside = speech[(speech[:, 1] > lo) & (speech[:, 0] < hi)] if speech.size else speech
+        parts.append(ClipPart(lo, hi, audio[a:b], np.clip(inside, lo, hi) - lo))
+    return parts

@@ -36,9 +36,10 @@ from typing import Any
 
 import numpy as np
 
+from audio_ops.io import ANALYSIS_RATE
 from audio_ops.models import MissingDependency, ModelError, ModelRef, pick_device, resolve
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = ANALYSIS_RATE  # see audio_ops.io
 WINDOW_SECONDS = 30.0  # Whisper's input window
 MIN_CLIP_SECONDS = 0.1  # shorter clips are not decoded (empty text)
 BACKENDS = ("faster-whisper", "transformers")
@@ -175,40 +176,6 @@ def normalize_transcript(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).lower().replace("'", "").replace("\u2019", "")
     text = "".join(" " if unicodedata.category(c)[0] in "PSZC" else c for c in text)
     return " ".join(text.split())
-
-
-def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
-    """``(edit distance in words, reference words)`` after :func:`normalize_transcript`.
-
-    Args:
-        reference: the true text.
-        hypothesis: the recognised text.
-    """
-    ref = normalize_transcript(reference).split()
-    hyp = normalize_transcript(hypothesis).split()
-    previous = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        current = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h))
-        previous = current
-    return previous[-1], len(ref)
-
-
-def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
-    """Corpus WER: total word edits over total reference words.
-
-    Args:
-        references: true texts.
-        hypotheses: recognised texts, aligned with ``references``.
-    """
-    if len(references) != len(hypotheses):
-        raise ValueError("references and hypotheses differ in length")
-    edits = words = 0
-    for reference, hypothesis in zip(references, hypotheses, strict=True):
-        e, n = word_errors(reference, hypothesis)
-        edits, words = edits + e, words + n
-    return edits / max(words, 1)
 
 
 def max_ngram_repeats(text: str, n: int = 3) -> int:

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from audio_ops.io import ANALYSIS_RATE
 from audio_ops.models import ModelRef, resolve
 
 FRAME_SAMPLES = 512  # at 16 kHz: 32 ms, Silero's frame
-SAMPLE_RATE = 16000
+SAMPLE_RATE = ANALYSIS_RATE  # see audio_ops.io
 FRAME_SECONDS = FRAME_SAMPLES / SAMPLE_RATE
 
 

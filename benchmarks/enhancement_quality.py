@@ -66,7 +66,7 @@ def babble(target: str, num_samples: int, rng: np.random.Generator, talkers: int
 
 
 def make_noise(kind: str, target: str, num_samples: int, rng: np.random.Generator) -> np.ndarray:
-    from audio_ops.enhancement import synthetic_noise
+    from audio_ops.evaluation import synthetic_noise
 
     if kind == "babble":
         return babble(target, num_samples, rng)
@@ -89,10 +89,9 @@ def main() -> None:
         Enhancer,
         enhance,
         estimate_snr_db,
-        mix_at_snr,
-        si_sdr,
         spectral_gate,
     )
+    from audio_ops.evaluation import mix_at_snr, si_sdr
 
     auto = Enhancer(EnhancementConfig())
     methods = {

@@ -241,7 +241,8 @@ def reference_turns() -> tuple[list[np.ndarray], list[str]]:
 
 
 def measure(name: str, config: Any, clips: list[np.ndarray], texts: list[str], runs: int) -> dict:
-    from audio_ops.transcription import Transcriber, word_error_rate
+    from audio_ops.evaluation import word_error_rate
+    from audio_ops.transcription import Transcriber
 
     started = time.perf_counter()
     transcriber = Transcriber(config)

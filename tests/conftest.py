@@ -1,96 +1,17 @@
-"""Shared fixtures: synthetic signals written in every format, hostile files, one local Ray, and a
-loopback S3 server."""
+"""Shared fixtures: one local Ray and a loopback S3 server (helpers are in ``helpers.py``)."""
 
 from __future__ import annotations
 
 import os
 import socket
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 # A forgotten model-hub call fails at once instead of after retries.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "examples" / "sample"
-
-
-def tone(
-    seconds: float, rate: int, channels: int = 1, amplitude: float = 0.5, freq: float = 440.0
-) -> np.ndarray:
-    """A sine per channel (each channel its own frequency), shaped (frames, channels)."""
-    t = np.arange(int(round(seconds * rate))) / rate
-    cols = [amplitude * np.sin(2 * np.pi * freq * (1 + 0.25 * c) * t) for c in range(channels)]
-    return np.stack(cols, axis=1).astype(np.float32)
-
-
-def write_audio(path: Path, samples: np.ndarray, rate: int, subtype: str | None = None) -> Path:
-    """Write ``samples`` to ``path``; the extension picks the encoder (soundfile or PyAV)."""
-    ext = path.suffix.lower().lstrip(".")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if ext in ("wav", "flac", "ogg"):
-        import soundfile as sf
-
-        sf.write(str(path), samples, rate, subtype=subtype)
-    elif ext == "opus":
-        import soundfile as sf
-
-        sf.write(str(path), samples, rate, format="OGG", subtype="OPUS")
-    else:
-        import av
-
-        codec = {"mp3": "mp3", "m4a": "aac", "webm": "libopus"}[ext]
-        channels = samples.shape[1]
-        layout = {1: "mono", 2: "stereo"}[channels]
-        with av.open(str(path), "w") as container:
-            stream = container.add_stream(codec, rate=rate, layout=layout)
-            frame = av.AudioFrame.from_ndarray(
-                np.ascontiguousarray(samples.T), format="fltp", layout=layout
-            )
-            frame.sample_rate = rate
-            for packet in stream.encode(frame):
-                container.mux(packet)
-            for packet in stream.encode(None):
-                container.mux(packet)
-    return path
-
-
-def make_hostile_corpus(root: Path) -> dict[str, str]:
-    """A folder of hostile inputs; returns ``{rel_path: expected status or error kind}``."""
-    import soundfile as sf
-
-    root.mkdir(parents=True, exist_ok=True)
-    expected: dict[str, str] = {}
-    (root / "zero_bytes.wav").write_bytes(b"")
-    expected["zero_bytes.wav"] = "empty"
-    good = write_audio(root / "_good.wav", tone(1.0, 16000), 16000)
-    (root / "truncated_header.wav").write_bytes(good.read_bytes()[:20])
-    expected["truncated_header.wav"] = "decode_error"
-    good.unlink()
-    rng = np.random.default_rng(7)
-    (root / "random_bytes.flac").write_bytes(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
-    expected["random_bytes.flac"] = "decode_error"
-    nan = tone(1.0, 16000)
-    nan[100, 0] = np.nan
-    nan[200, 0] = np.inf
-    sf.write(str(root / "nan_inf.wav"), nan, 16000, subtype="FLOAT")
-    expected["nan_inf.wav"] = "non_finite"
-    sf.write(str(root / "one_sample.wav"), np.full((1, 1), 0.25, np.float32), 16000)
-    expected["one_sample.wav"] = "too_short"
-    sf.write(str(root / "digital_silence.flac"), np.zeros((16000 * 600, 1), np.float32), 16000)
-    expected["digital_silence.flac"] = "ok"
-    for name in ("name with spaces.wav", "ünïcødé_名前.wav", "-leading-dash.wav", "..evil.wav"):
-        write_audio(root / name, tone(0.5, 16000), 16000)
-        expected[name] = "ok"
-    loop_dir = root / "loop"
-    loop_dir.mkdir()
-    write_audio(loop_dir / "inside.flac", tone(0.5, 8000), 8000)
-    expected["loop/inside.flac"] = "ok"
-    os.symlink(loop_dir, loop_dir / "again")  # a directory symlink loop
-    return expected
+from helpers import REPO
 
 
 @pytest.fixture(scope="session")
@@ -121,6 +42,11 @@ def s3_server():
     }
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    # fsspec reads FSSPEC_* variables when it is first imported, which an earlier test may have
+    # done: load them again (a user sets them before voxflow starts).
+    import fsspec.config
+
+    fsspec.config.set_conf_env(fsspec.config.conf)
     yield endpoint
     server.stop()
     for key, value in old.items():
@@ -139,8 +65,12 @@ def ray_local(s3_server):
     """
     import ray
 
-    # Workers import test-defined operators by module name: put tests/ on their path.
-    paths = [str(REPO / "tests"), str(REPO)] + [
+    # Workers import test-defined operators by module name: put tests/ and its folders on
+    # their path.
+    folders = sorted(
+        p for p in (REPO / "tests").rglob("*") if p.is_dir() and p.name != "__pycache__"
+    )
+    paths = [str(REPO / "tests"), *map(str, folders), str(REPO)] + [
         p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p
     ]
     os.environ["PYTHONPATH"] = os.pathsep.join(paths)

@@ -1,4 +1,4 @@
-"""Fault injection for ``tests/test_fault_tolerance.py``: operators that crash or cannot start,
+"""Fault injection for ``tests/pipelines/engine/test_fault_tolerance.py``: operators that crash or cannot start,
 diarization operators that trace (and can crash in) their batches, and the node-loss scenario.
 
 The node-loss scenario starts its own multi-node cluster (``ray.cluster_utils.Cluster``), so it

@@ -98,12 +98,19 @@ def test_no_job_imports_another_job():
     assert sorted(jobs) == []
 
 
+def test_no_job_or_operator_uses_the_evaluation_helpers():
+    """SI-SDR, mixing at an SNR, synthetic noise and WER score voxflow in tests and benchmarks;
+    the pipelines never run them."""
+    users = sorted(a for a, b in edges() if b == "audio_ops.evaluation")
+    assert users == []
+
+
 def test_the_checker_sees_the_import_forms_it_must():
     """The rules above are only as good as the edge finder: it must see plain, from- and
     function-level imports, or the tests above pass on code that breaks the rules."""
     found = edges()
     # diarize imports the engine at module level and the evaluation scorer inside functions
-    assert ("pipelines.jobs.diarize", "pipelines.engine.resume") in found
+    assert ("pipelines.jobs.diarize", "pipelines.engine.lifecycle") in found
     assert ("pipelines.cli", "pipelines.jobs.diarize") in found  # inside a function
     assert layer_of("pipelines.jobs.diarize") > layer_of("pipelines.engine.resume")
     assert layer_of("audio_ops.vad") < layer_of("pipelines.engine.sinks")

@@ -39,7 +39,13 @@ import pyarrow as pa
 from pipelines.engine.config import StageResources
 from pipelines.engine.lifecycle import Job
 from pipelines.engine.sinks import TableSink, is_local, join, normalize_uri
-from pipelines.engine.stages import apply_operator, fit_to_cluster, resources_for, threads_for
+from pipelines.engine.stages import (
+    apply_operator,
+    check_columns,
+    fit_to_cluster,
+    resources_for,
+    threads_for,
+)
 
 #: Columns of every ``files/`` table that say how a file ended.
 STATUS_FIELDS = [
@@ -50,6 +56,8 @@ STATUS_FIELDS = [
 ]
 #: The listing columns every ``files/`` table starts with.
 LISTING_FIELDS = [("path", pa.string()), ("file_id", pa.string()), ("rel_path", pa.string())]
+#: What the first stage of a job receives.
+LISTING_COLUMNS = tuple(name for name, _ in LISTING_FIELDS)
 
 
 def make_files_schema(*fields: tuple[str, pa.DataType]) -> pa.Schema:
@@ -201,6 +209,7 @@ class WholeFileOperator:
 
     uses_model = True
     batch_size = 1
+    inputs = ("path", "rel_path")
     #: Result columns and their defaults.
     columns: dict[str, Any] = {}
 
@@ -334,6 +343,9 @@ class FileJob(Job):
     def schemas(self, listing: list[dict[str, Any]]) -> dict[str, pa.Schema | None]:
         return {"files": self.files_schema, **self.tables}
 
+    def check(self) -> None:
+        check_columns([(s.name, s.operator) for s in self.stages()], LISTING_COLUMNS)
+
     def threads_for(self, operator: type, stage: str) -> int:
         """CPU threads an actor of ``stage`` runs its model with (see
         :func:`pipelines.engine.stages.threads_for`)."""
@@ -358,7 +370,7 @@ class FileJob(Job):
         stages = self.stages()
         fitted = self._fitted_stages(stages, float(ray.cluster_resources().get("CPU", 1.0)))
         ds = ray.data.from_items(
-            [{k: r[k] for k in ("path", "file_id", "rel_path")} for r in todo],
+            [{k: r[k] for k in LISTING_COLUMNS} for r in todo],
             override_num_blocks=min(len(todo), 1000),
         )
         for s in stages:

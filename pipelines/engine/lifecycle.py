@@ -76,6 +76,10 @@ class Job:
         """Checks that must pass before anything is listed or written (a model that cannot be
         had, a bad filter rule)."""
 
+    def check(self) -> None:
+        """Checks of the job's pipeline itself before it launches (after :meth:`preflight`):
+        that every stage's declared input columns are given by the stages before it."""
+
     def schemas(self, listing: list[dict[str, Any]]) -> dict[str, pa.Schema | None]:
         """The shard tables: ``files`` (required) and the job's own, by name; a None schema
         takes its rows as they come."""
@@ -196,6 +200,7 @@ class Job:
             num_cpus: CPUs of a local Ray started for this job.
         """
         self.preflight()
+        self.check()
         started_at, t0 = utc_now(), time.perf_counter()
         listing = list_corpus(inputs, getattr(self.config, "extensions", ()) or None)
         self.by_id = by_id = {row["file_id"]: row for row in listing}

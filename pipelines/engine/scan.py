@@ -51,6 +51,7 @@ class SpeechScanOperator:
     num_cpus = 0.5
     batch_size = 1
     max_actors = 2
+    inputs = ("path",)
     columns = SCAN_COLUMNS
 
     def __init__(

@@ -15,13 +15,14 @@ from __future__ import annotations
 import inspect
 import logging
 import warnings
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from audio_ops.errors import error_kind
-from pipelines.engine.config import StageResources
+from pipelines.engine.config import ConfigError, StageResources
 
 log = logging.getLogger(__name__)
 
@@ -283,3 +284,43 @@ def fit_to_cluster(
             res = replace(res, num_cpus=max(round(res.num_cpus * factor, 3), 0.01))
         out[stage] = res
     return out
+
+
+def declared_outputs(operator: type) -> tuple[str, ...] | None:
+    """The columns an operator says it adds: ``outputs``, else the keys of ``columns`` (None when
+    it declares neither)."""
+    outputs = getattr(operator, "outputs", None)
+    if outputs is None and isinstance(getattr(operator, "columns", None), dict):
+        outputs = tuple(operator.columns)
+    return None if outputs is None else tuple(outputs)
+
+
+def check_columns(stages: Iterable[tuple[str, type]], given: Iterable[str]) -> set[str] | None:
+    """Check a job's chain of operators before anything launches, as NeMo Curator's
+    ``validate_input`` does: every operator's declared ``inputs`` must be among the columns
+    ``given`` (the listing's) or declared as ``outputs`` by an earlier stage.
+
+    Args:
+        stages: (stage name, operator class) in the order they run.
+        given: the columns of the rows the first stage receives.
+
+    Returns:
+        The columns after the last stage (None when a stage declares no outputs: from there on
+        nothing is known, and nothing more is checked).
+
+    Raises:
+        ConfigError: a stage needs a column that nothing before it gives.
+    """
+    available = set(given)
+    for name, operator in stages:
+        missing = [c for c in getattr(operator, "inputs", ()) if c not in available]
+        if missing:
+            raise ConfigError(
+                f"stage {name!r} ({operator.__name__}) needs column(s) {', '.join(missing)} that "
+                f"no stage before it gives (available: {', '.join(sorted(available))})"
+            )
+        outputs = declared_outputs(operator)
+        if outputs is None:
+            return None
+        available |= set(outputs)
+    return available

@@ -25,11 +25,13 @@ import pyarrow as pa
 from audio_ops.clips import ClipConfig, clip_id, segment_file
 from audio_ops.errors import error_kind
 from audio_ops.filters import Funnel, first_failure, parse_rules
+from audio_ops.io import ANALYSIS_RATE
 from audio_ops.packing import pack, unpack
-from audio_ops.speakers import SpeakerCheckConfig, check_speakers
+from audio_ops.speakers import SpeakerCheckConfig, check_speakers, split_clip
+from audio_ops.transcription import TRANSCRIPT_COLUMNS
 from audio_ops.vad import VadConfig
 from pipelines.engine.config import ConfigError, StageResources
-from pipelines.engine.filejob import FileJob, FileState, Stage, rows_to_batch
+from pipelines.engine.filejob import LISTING_COLUMNS, FileJob, FileState, Stage, rows_to_batch
 from pipelines.engine.resume import ShardStore
 from pipelines.engine.runtime import ErrorPolicy
 from pipelines.engine.sinks import (
@@ -39,47 +41,16 @@ from pipelines.engine.sinks import (
     write_bytes_atomic,
     write_table_atomic,
 )
+from pipelines.engine.stages import check_columns
 from pipelines.engine.summary import JobSummary
 
 #: Steps in the order they run; ``steps:`` in the config picks a subset.
 STEP_ORDER = ("separate", "enhance", "speaker", "transcribe", "quality")
 DEFAULT_STEPS = ("enhance", "speaker", "transcribe", "quality")
 
-#: Columns each step adds (what filters may test).
-BASE_COLUMNS = {
-    "duration",
-    "start",
-    "end",
-    "gain_db",
-    "loudness_lufs",
-    "speech_seconds",
-    "sample_rate",
-}
-STEP_COLUMNS: dict[str, set[str]] = {
-    "separate": {"separation", "accompaniment_db"},
-    "enhance": {"enhancement", "snr_before_db", "snr_after_db"},
-    "speaker": {"speaker_count", "overlap_ratio"},
-    "transcribe": {
-        "text",
-        "language",
-        "language_prob",
-        "avg_logprob",
-        "no_speech_prob",
-        "compression_ratio",
-        "hallucination",
-        "chars_per_second",
-    },
-    "quality": {
-        "snr_db",
-        "vad_snr_db",
-        "clipping_ratio",
-        "bandwidth_hz",
-        "speech_ratio",
-        "squim_stoi",
-        "squim_pesq",
-        "squim_si_sdr",
-    },
-}
+#: Columns no filter tests: a clip's audio and speech map (payloads), and the seconds the funnel
+#: accounts for it.
+UNFILTERABLE = {"audio", "speech", "seconds"}
 
 
 @dataclass(frozen=True)
@@ -133,20 +104,13 @@ class CleanRunConfig:
         if self.max_gain_db < 0:
             raise ConfigError("max_gain_db must be >= 0")
 
-    def columns(self) -> set[str]:
-        """Every column a filter may test with these steps."""
-        cols = set(BASE_COLUMNS)
-        for step in self.steps:
-            cols |= STEP_COLUMNS[step]
-        return cols
-
 
 def validate(config: CleanRunConfig) -> list:
     """Parse the filters and build every step's options now, so a wrong config fails before any
     work starts, naming the key."""
     from pipelines.engine.config import from_dict
 
-    rules = parse_rules(config.filters, config.columns())
+    rules = parse_rules(config.filters, filter_columns(config))
     for step in config.steps:
         cls, section = _step_config_class(step)
         if cls is not None:
@@ -174,26 +138,38 @@ def _step_config_class(step: str) -> tuple[type | None, str]:
     return None, ""
 
 
+def filter_columns(config: CleanRunConfig) -> set[str]:
+    """What filters may test: the columns the configured stages declare they add (checked as a
+    chain, see :func:`pipelines.engine.stages.check_columns`), less :data:`UNFILTERABLE`."""
+    chain = [("segment", SegmentOperator), ("load", LoadClipOperator)]
+    chain += [(step, _step_operator_class(step)) for step in STEP_ORDER if step in config.steps]
+    return (check_columns(chain, LISTING_COLUMNS) or set()) - UNFILTERABLE
+
+
+def _step_operator_class(step: str) -> type:
+    if step == "enhance":
+        from audio_ops.enhancement import EnhanceOperator
+
+        return EnhanceOperator
+    if step == "separate":
+        from audio_ops.separation import SeparateOperator
+
+        return SeparateOperator
+    if step == "quality":
+        from audio_ops.quality import QualityOperator
+
+        return QualityOperator
+    return {"transcribe": TranscribeAt16k, "speaker": SpeakerCheckOperator}[step]
+
+
 def _step_operator(step: str, config: CleanRunConfig) -> tuple[type, dict[str, Any]]:
     from pipelines.engine.config import from_dict
 
     cls, section = _step_config_class(step)
     options = from_dict(cls, getattr(config, section), section) if cls is not None else None
-    if step == "enhance":
-        from audio_ops.enhancement import EnhanceOperator
-
-        return EnhanceOperator, {"config": options}
-    if step == "separate":
-        from audio_ops.separation import SeparateOperator
-
-        return SeparateOperator, {"config": options}
-    if step == "transcribe":
-        return TranscribeAt16k, {"config": options}
-    if step == "quality":
-        from audio_ops.quality import QualityOperator
-
-        return QualityOperator, {"config": options}
-    return SpeakerCheckOperator, {"config": config.speaker, "clip_config": config.clips}
+    if step == "speaker":
+        return SpeakerCheckOperator, {"config": config.speaker, "clip_config": config.clips}
+    return _step_operator_class(step), {"config": options}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -219,6 +195,17 @@ class SegmentOperator:
     num_cpus = 0.25
     batch_size = 1
     max_actors = 2
+    inputs = ("path",)
+    outputs = (
+        "start",
+        "end",
+        "seconds",
+        "duration",
+        "gain_db",
+        "loudness_lufs",
+        "speech_seconds",
+        "speech",
+    )
 
     def __init__(self, config: CleanRunConfig):
         from audio_ops.vad import make_vad
@@ -336,6 +323,8 @@ class LoadClipOperator:
 
     num_cpus = 0.25
     batch_size = 4
+    inputs = ("path", "start", "end", "gain_db")
+    outputs = ("audio", "sample_rate")
 
     def __init__(self, sample_rate: int):
         self.sample_rate = sample_rate
@@ -375,6 +364,8 @@ class SpeakerCheckOperator:
     uses_model = True
     num_cpus = 0.5
     batch_size = 4
+    inputs = ("audio", "sample_rate", "speech", "start", "seconds")
+    outputs = ("speaker_count", "overlap_ratio")
 
     def __init__(self, config: SpeakerCheckConfig, clip_config: ClipConfig):
         from audio_ops.embedding import make_encoder
@@ -390,7 +381,7 @@ class SpeakerCheckOperator:
         for row in rows:
             rate = int(row["sample_rate"])
             audio = np.frombuffer(row["audio"], dtype=np.float32)
-            audio16 = resample(audio, rate, 16000) if rate != 16000 else audio
+            audio16 = resample(audio, rate, ANALYSIS_RATE) if rate != ANALYSIS_RATE else audio
             speech = unpack(row["speech"]) if row["speech"] else np.zeros((0, 2))
             if self.clip_config.single_speaker == "off":
                 out.append({**row, "speaker_count": -1, "overlap_ratio": float("nan")})
@@ -404,34 +395,23 @@ class SpeakerCheckOperator:
             if check.speaker_count <= 1:
                 out.append(base)
                 continue
-            keep = check.parts if self.clip_config.single_speaker == "split" else []
             kept_seconds = 0.0
-            for lo, hi in keep:
-                a, b = int(round(lo * rate)), int(round(hi * rate))
-                part_speech = speech.copy()
-                part_speech = (
-                    part_speech[(part_speech[:, 1] > lo) & (part_speech[:, 0] < hi)]
-                    if speech.size
-                    else speech
-                )
-                part_speech = np.clip(part_speech, lo, hi) - lo
+            for part in split_clip(audio, rate, speech, check, self.clip_config.single_speaker):
                 out.append(
                     {
                         **base,
-                        "start": float(row["start"]) + lo,
-                        "end": float(row["start"]) + hi,
-                        "seconds": hi - lo,
-                        "duration": hi - lo,
-                        "audio": audio[a:b].tobytes(),
-                        "speech": pack(part_speech),
+                        "start": float(row["start"]) + part.start,
+                        "end": float(row["start"]) + part.end,
+                        "seconds": part.end - part.start,
+                        "duration": part.end - part.start,
+                        "audio": part.audio.tobytes(),
+                        "speech": pack(part.speech),
                         "speaker_count": 1,
                         "part_last": False,
-                        "speech_seconds": float(np.sum(part_speech[:, 1] - part_speech[:, 0]))
-                        if part_speech.size
-                        else 0.0,
+                        "speech_seconds": part.speech_seconds,
                     }
                 )
-                kept_seconds += hi - lo
+                kept_seconds += part.end - part.start
             out.append(
                 {
                     **base,
@@ -462,6 +442,8 @@ class TranscribeAt16k:
     batch_size = 4
     min_actors = 2
     max_actors = 2
+    inputs = ("audio", "sample_rate")
+    outputs = tuple(TRANSCRIPT_COLUMNS)
 
     def __init__(self, config: Any, threads: int = 1):
         from audio_ops.transcription import TranscribeOperator
@@ -472,12 +454,12 @@ class TranscribeAt16k:
         from audio_ops.io import resample
 
         rates = batch["sample_rate"]
-        if np.all(rates == 16000):
+        if np.all(rates == ANALYSIS_RATE):
             return self.inner(batch)
         original = batch["audio"]
         converted = np.array(
             [
-                resample(np.frombuffer(a, np.float32), int(r), 16000).tobytes()
+                resample(np.frombuffer(a, np.float32), int(r), ANALYSIS_RATE).tobytes()
                 for a, r in zip(original, rates, strict=True)
             ],
             dtype=object,
@@ -499,6 +481,8 @@ class FilterWriteOperator:
 
     num_cpus = 0.25
     batch_size = 8
+    inputs = ("file_id", "start", "audio", "sample_rate")
+    outputs = ("reason", "status", "audio_path")
 
     def __init__(self, rules: list, out: str):
         self.rules, self.out = rules, out

@@ -47,7 +47,7 @@ from pipelines.engine.sinks import (
     remove_shards,
     write_table_atomic,
 )
-from pipelines.engine.stages import apply_operator, resources_for
+from pipelines.engine.stages import apply_operator, check_columns, resources_for
 from pipelines.engine.summary import files_schema
 
 
@@ -189,6 +189,9 @@ class ChunkFiles:
     Args:
         config: the diarization config (its ``chunk`` part).
     """
+
+    inputs = ("file_id", "path")
+    outputs = ("chunk_index", "chunk_start", "owned", "num_samples", "is_last", "audio")
 
     def __init__(self, config: DiarizationConfig):
         self.config = config
@@ -350,14 +353,18 @@ class _FileAssembler:
 
 def _load_enrolled(path: str, config: DiarizationConfig) -> tuple[list[str], np.ndarray]:
     """Names and embeddings of known speakers: a table with ``name`` and either ``embedding``
-    (a list of floats) or ``path`` (reference audio, embedded here with the run's model)."""
+    (a list of floats) or ``path`` (reference audio, relative to the table, embedded here as
+    the run makes its speakers: :class:`audio_ops.enrollment.VoicePrinter`)."""
     import pandas as pd
 
     table = pd.read_parquet(path) if path.endswith(".parquet") else pd.read_csv(path)
     if "name" not in table.columns or not ({"embedding", "path"} & set(table.columns)):
         raise ValueError(f"{path}: a speakers table needs 'name' and 'embedding' or 'path' columns")
+    from audio_ops.enrollment import VoicePrinter
+    from audio_ops.io import load_audio
+
     names, vectors = [], []
-    models = _ReferenceModels(config)
+    printer = VoicePrinter(config)
     for record in table.to_dict(orient="records"):
         embedding = record.get("embedding")
         if embedding is not None and not (isinstance(embedding, float) and np.isnan(embedding)):
@@ -366,7 +373,7 @@ def _load_enrolled(path: str, config: DiarizationConfig) -> tuple[list[str], np.
             ref = str(record["path"])
             if not os.path.isabs(ref) and "://" not in ref:
                 ref = os.path.join(os.path.dirname(os.path.abspath(path)), ref)
-            vector = _reference_voice(ref, config, models)
+            vector = printer.voiceprint(load_audio(ref, SAMPLE_RATE)[0])
             if vector is None:
                 raise ValueError(
                     f"{path}: no speech found in the reference audio of {record['name']!r}"
@@ -374,67 +381,6 @@ def _load_enrolled(path: str, config: DiarizationConfig) -> tuple[list[str], np.
             vectors.append(vector)
         names.append(str(record["name"]))
     return names, np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)
-
-
-class _ReferenceModels:
-    """Models for embedding reference audio in the driver, loaded on first use."""
-
-    def __init__(self, config: DiarizationConfig):
-        self.config = config
-        self._loaded: dict[str, Any] = {}
-
-    def get(self, name: str):
-        if name not in self._loaded:
-            from audio_ops.embedding import make_encoder
-            from audio_ops.segmentation import load_segmentation
-            from audio_ops.vad import make_vad
-
-            seg = self.config.segmentation
-            make = {
-                "segmentation": lambda: load_segmentation(seg.segmentation_config()),
-                "local_encoder": lambda: make_encoder(seg.embedding_config()),
-                "encoder": lambda: make_encoder(self.config.embedding),
-                "vad": lambda: make_vad(self.config.vad),
-            }[name]
-            self._loaded[name] = make()
-        return self._loaded[name]
-
-
-def _reference_voice(
-    url: str, config: DiarizationConfig, models: _ReferenceModels
-) -> np.ndarray | None:
-    """The voice print of a known speaker's reference audio, as the run's method makes them: the
-    centroid of the main speaker the segmentation method finds in it, or the mean of the windows
-    method's window embeddings over its speech. None without speech."""
-    from audio_ops.io import load_audio
-
-    audio, _ = load_audio(url, SAMPLE_RATE)
-    if config.method == "segmentation":
-        from audio_ops.neural_diarization import diarize_audio_segmentation
-
-        result = diarize_audio_segmentation(
-            audio,
-            models.get("segmentation"),
-            models.get("local_encoder"),
-            config.segmentation,
-        )
-        if not len(result["centroids"]):
-            return None
-        return result["centroids"][int(np.argmax(result["speech_seconds"]))]
-    from audio_ops.embedding import grid_windows
-    from audio_ops.vad import detect_speech
-
-    regions = detect_speech(audio, config.vad, models.get("vad"))
-    starts = grid_windows(regions, 0.0, len(audio) / SAMPLE_RATE, config.embedding)
-    if starts.size == 0:
-        return None
-    emb = models.get("encoder").embed(
-        audio,
-        np.round(starts * SAMPLE_RATE).astype(np.int64),
-        int(config.embedding.window * SAMPLE_RATE),
-    )
-    mean = emb.mean(axis=0)
-    return mean / max(np.linalg.norm(mean), 1e-12)
 
 
 CENTROIDS_SCHEMA = pa.schema(
@@ -485,6 +431,9 @@ class DiarizeJob(Job):
             from audio_ops.segmentation import resolve_checkpoint
 
             resolve_checkpoint(dconf.segmentation.model, dconf.segmentation.sha256)
+
+    def check(self) -> None:
+        check_columns([("decode", ChunkFiles), *model_stages(self.config)], ("file_id", "path"))
 
     def schemas(self, listing: list[dict[str, Any]]) -> dict[str, pa.Schema | None]:
         base = files_schema(listing)  # listing columns + manifest ones
@@ -618,9 +567,6 @@ def _run_pipeline(todo, config, finish_ok, finish_error) -> str:
     import ray
     import ray.data
 
-    from audio_ops.diarization import ChunkAnalysisOperator, EmbeddingOperator, SpeechOperator
-    from audio_ops.neural_diarization import SegmentationOperator
-
     # Results are gathered per file by the driver, in any order: no need to hold back a
     # finished chunk behind a slower one. Blocks of a few chunks (a 60 s chunk is 3.8 MB) go
     # downstream as soon as they are decoded, instead of 128 MiB blocks that hold a long file's
@@ -658,43 +604,20 @@ def _run_pipeline(todo, config, finish_ok, finish_error) -> str:
         batch_format="numpy",
     )
     reserve = decode.num_cpus + cluster.num_cpus + profile_res.num_cpus * len(profilers)
-    if dconf.method == "segmentation":
-        segment_res = _analysis_pool(res, reserve, SegmentationOperator, "segment")
+    for stage, operator in model_stages(config):
+        if stage in ("segment", "analyse"):  # the one model stage: a pool sized to the cluster
+            stage_res = _analysis_pool(res, reserve, operator, stage)
+            threads = max(1, int(round(stage_res.num_cpus)))
+        else:
+            stage_res = resources_for(operator, res, stage)
+            threads = max(1, int(stage_res.num_cpus))
+        options = dconf.segmentation if stage == "segment" else dconf
         ds = apply_operator(
             ds,
-            SegmentationOperator,
-            stage="segment",
-            resources=segment_res,
-            kwargs={
-                "config": dconf.segmentation,
-                "threads": max(1, int(round(segment_res.num_cpus))),
-            },
-        )
-    elif config.fused:
-        analyse_res = _analysis_pool(res, reserve, ChunkAnalysisOperator, "analyse")
-        ds = apply_operator(
-            ds,
-            ChunkAnalysisOperator,
-            stage="analyse",
-            resources=analyse_res,
-            kwargs={"config": dconf, "threads": max(1, int(round(analyse_res.num_cpus)))},
-        )
-    else:
-        speech_res = resources_for(SpeechOperator, res, "speech")
-        embed_res = resources_for(EmbeddingOperator, res, "embedding")
-        ds = apply_operator(
-            ds,
-            SpeechOperator,
-            stage="speech",
-            resources=speech_res,
-            kwargs={"config": dconf, "threads": max(1, int(speech_res.num_cpus))},
-        )
-        ds = apply_operator(
-            ds,
-            EmbeddingOperator,
-            stage="embedding",
-            resources=embed_res,
-            kwargs={"config": dconf, "threads": max(1, int(embed_res.num_cpus))},
+            operator,
+            stage=stage,
+            resources=stage_res,
+            kwargs={"config": options, "threads": threads},
         )
     assembler = _FileAssembler()
     inflight: dict[Any, str] = {}
@@ -771,6 +694,18 @@ def _run_pipeline(todo, config, finish_ok, finish_error) -> str:
         return str(ds.stats())
     except Exception:  # stats are a nicety
         return ""
+
+
+def model_stages(config: DiarizeRunConfig) -> list[tuple[str, type]]:
+    """The model stages the chunks go through, by method: (stage name, operator)."""
+    from audio_ops.diarization import ChunkAnalysisOperator, EmbeddingOperator, SpeechOperator
+    from audio_ops.neural_diarization import SegmentationOperator
+
+    if config.diarization.method == "segmentation":
+        return [("segment", SegmentationOperator)]
+    if config.fused:
+        return [("analyse", ChunkAnalysisOperator)]
+    return [("speech", SpeechOperator), ("embedding", EmbeddingOperator)]
 
 
 def _analysis_pool(

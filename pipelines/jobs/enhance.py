@@ -1,9 +1,10 @@
 """``voxflow enhance``: denoise whole files, written as FLAC under ``OUT/audio/`` mirroring each
 input's path below its input root.
 
-Each file is streamed in blocks (bounded memory whatever its length). ``method: auto`` estimates
-the SNR of the file's first block and picks DeepFilterNet3, spectral gating or nothing (see
-``audio_ops.enhancement.Enhancer.choose``); DFN3 runs as one stream over the whole file (its
+Each file is streamed in blocks (bounded memory whatever its length) through
+``audio_ops.enhancement.Enhancer.stream``, the same enhancer ``voxflow clean`` applies per clip:
+``method: auto`` estimates the SNR of the file's first block and picks DeepFilterNet3, spectral
+gating or nothing (see ``Enhancer.choose``); DFN3 runs as one stream over the whole file (its
 recurrent state carries across blocks), spectral gating per block. The decision is a column of
 ``files/``.
 
@@ -14,6 +15,7 @@ slashes and drive-like prefixes are dropped, and the result must stay inside ``O
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,57 +79,37 @@ class EnhanceFilesOperator(WholeFileOperator):
         self.out = out
 
     def process(self, path: str, rel_path: str) -> dict[str, Any]:
-        from audio_ops.enhancement import DFN3Stream, estimate_snr_db, spectral_gate
-        from audio_ops.io import AudioReader, check_finite, to_mono
+        from audio_ops.io import AudioReader
 
         target = output_location(self.out, rel_path)
-        config = self.enhancer.config
         with AudioReader(path) as reader:
             rate = reader.info.sample_rate
-            blocks = reader.blocks(int(BLOCK_SECONDS * rate))
+            blocks = _mono_blocks(reader.blocks(int(BLOCK_SECONDS * rate)), path)
             first = next(blocks, None)
             if first is None:
                 raise ValueError("no audio decoded")
-            snr = estimate_snr_db(to_mono(first), rate, config.gate_noise_quantile)
-            method = self.enhancer.choose(snr)
-            stream = (
-                DFN3Stream(rate, config.atten_lim_db, config.dfn3_model, config.dfn3_sha256)
-                if method == "dfn3"
-                else None
-            )
+            stream = self.enhancer.stream(itertools.chain([first], blocks), rate)
             frames = 0
-            try:
-                with flac_output(target, rate) as sink:
-                    for block in itertools.chain([first], blocks):
-                        check_finite(block, path)
-                        mono = to_mono(block).astype(np.float32)
-                        if method == "dfn3":
-                            result = stream.process(mono)
-                        elif method == "spectral_gating":
-                            result = spectral_gate(
-                                mono,
-                                rate,
-                                max_atten_db=config.gate_atten_db,
-                                noise_quantile=config.gate_noise_quantile,
-                            )
-                        elif method == "torch":
-                            result, _ = self.enhancer.enhance(mono, rate)
-                        else:
-                            result = mono
-                        sink.write(np.clip(result, -1.0, 1.0))
-                        frames += len(mono)
-                    if stream is not None:
-                        sink.write(np.clip(stream.flush(), -1.0, 1.0))
-            finally:
-                if stream is not None:
-                    stream.close()
+            with flac_output(target, rate) as sink:
+                for enhanced in stream:
+                    sink.write(np.clip(enhanced, -1.0, 1.0))
+                    frames += len(enhanced)
         return {
             "output": target,
-            "enhancement": method,
-            "snr_before_db": float(snr),
+            "enhancement": stream.method,
+            "snr_before_db": float(stream.snr_before_db),
             "duration": frames / rate,
             "sample_rate": rate,
         }
+
+
+def _mono_blocks(blocks: Iterator[np.ndarray], path: str) -> Iterator[np.ndarray]:
+    """Decoded blocks as mono float32; NaN or infinity fails the file, naming it."""
+    from audio_ops.io import check_finite, to_mono
+
+    for block in blocks:
+        check_finite(block, path)
+        yield to_mono(block).astype(np.float32)
 
 
 FILES_SCHEMA = make_files_schema(*arrow_fields(EnhanceFilesOperator.columns))

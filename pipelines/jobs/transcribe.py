@@ -136,6 +136,8 @@ class TranscribeClipsOperator:
     num_cpus = 1.0
     batch_size = 8
     max_actors = 2
+    inputs = ("path", "kind", "start", "end", "speech_seconds")
+    outputs = tuple(CLIP_COLUMNS)
 
     def __init__(self, config: TranscriptionConfig, threads: int = 1):
         from audio_ops.transcription import TranscribeOperator
@@ -143,13 +145,15 @@ class TranscribeClipsOperator:
         self.whisper = TranscribeOperator(config, threads=config.cpu_threads or threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from audio_ops.io import load_audio
+        from audio_ops.io import ANALYSIS_RATE, load_audio
 
         rows = batch_rows(batch)
         clips = [r for r in rows if r["kind"] == "part"]
         if clips:
             audio = [
-                load_audio(str(r["path"]), 16000, start=r["start"], end=r["end"])[0].tobytes()
+                load_audio(str(r["path"]), ANALYSIS_RATE, start=r["start"], end=r["end"])[
+                    0
+                ].tobytes()
                 for r in clips
             ]
             result = self.whisper(

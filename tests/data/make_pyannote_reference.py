@@ -1,5 +1,5 @@
 """Make ``pyannote_reference.npz``: segmentation-3.0's outputs through pyannote.audio's own
-``Model.from_pretrained`` on the bundled checkpoint, for ``tests/test_segmentation.py`` to compare
+``Model.from_pretrained`` on the bundled checkpoint, for ``tests/audio_ops/test_segmentation.py`` to compare
 voxflow's re-declared network against.
 
 pyannote.audio is not a voxflow dependency; it was installed beside the project only for this

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SAMPLE
+from helpers import SAMPLE
 
 from audio_ops.clips import ClipConfig, boundaries_in_silence, cut_clips, frame_energy, segment_file
 from audio_ops.filters import FilterError, Funnel, first_failure, parse_rule, parse_rules
 from audio_ops.probe import probe_file
+from audio_ops.speakers import SpeakerCheck, split_clip
 from audio_ops.vad import VadConfig, make_vad
 from pipelines.reports.evaluate import read_rttm
 
@@ -123,3 +124,36 @@ def test_clean_transcribe_stage_runs_whisper_on_its_reserved_threads():
     assert (
         TranscribeAt16k(TranscriptionConfig(cpu_threads=2), threads=1).inner.config.threads() == 2
     )
+
+
+def test_a_multi_speaker_clip_splits_into_parts_with_their_own_speech():
+    rate = 1000
+    audio = np.arange(10 * rate, dtype=np.float32)
+    speech = np.array([[0.5, 2.0], [2.5, 4.0], [7.0, 9.5]])
+    check = SpeakerCheck(speaker_count=2, overlap_ratio=0.0, parts=[(0.0, 3.2), (6.5, 10.0)])
+    first, second = split_clip(audio, rate, speech, check, "split")
+    assert (first.start, first.end, second.start, second.end) == (0.0, 3.2, 6.5, 10.0)
+    np.testing.assert_array_equal(first.audio, audio[:3200])
+    np.testing.assert_array_equal(second.audio, audio[6500:])
+    # Speech regions follow their part, relative to its start; one that straddles its end is cut.
+    np.testing.assert_allclose(first.speech, [[0.5, 2.0], [2.5, 3.2]])
+    np.testing.assert_allclose(second.speech, [[0.5, 3.0]])
+    assert first.speech_seconds == pytest.approx(2.2) and second.speech_seconds == 2.5
+    assert split_clip(audio, rate, speech, check, "drop") == []
+    (alone,) = split_clip(
+        audio, rate, np.zeros((0, 2)), SpeakerCheck(2, 0.0, [(1.0, 2.0)]), "split"
+    )
+    assert alone.speech.shape == (0, 2) and alone.speech_seconds == 0.0
+
+
+def test_filters_may_test_what_the_configured_steps_declare():
+    from pipelines.jobs.clean import CleanRunConfig, validate
+
+    with_whisper = CleanRunConfig(steps=("transcribe",), filters=["ngram_repeats < 3"])
+    assert [r.column for r in validate(with_whisper)] == ["ngram_repeats"]
+    without = CleanRunConfig(steps=("quality",), filters=["ngram_repeats < 3"])
+    with pytest.raises(FilterError, match="no stage produces the column 'ngram_repeats'"):
+        validate(without)
+    for payload in ("audio", "seconds"):  # what the stages carry, not what a filter tests
+        with pytest.raises(FilterError, match=f"no stage produces the column '{payload}'"):
+            validate(CleanRunConfig(filters=[f"{payload} > 1"]))

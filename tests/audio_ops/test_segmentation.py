@@ -4,10 +4,9 @@ constraints and reconstruction with overlap, and quality on real recordings. No 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from helpers import REPO
 
 from audio_ops.clustering import ClusteringConfig
 from audio_ops.models import ModelError, sha256_of
@@ -36,8 +35,8 @@ from audio_ops.segmentation import (
     speaker_count,
 )
 
-REAL = Path(__file__).resolve().parents[1] / "examples" / "real"
-REFERENCE = Path(__file__).resolve().parent / "data" / "pyannote_reference.npz"
+REAL = REPO / "examples" / "real"
+REFERENCE = REPO / "tests" / "data" / "pyannote_reference.npz"
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, SAMPLE
 from fault_scenarios import (
     PLAN,
     CannotStart,
@@ -29,6 +28,7 @@ from fault_scenarios import (
     patch_embedding,
     run_config,
 )
+from helpers import REPO, SAMPLE
 
 from audio_ops.diarization import DiarizationConfig
 from audio_ops.embedding import EmbeddingConfig

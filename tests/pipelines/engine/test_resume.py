@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pytest
-from conftest import REPO, SAMPLE
+from helpers import REPO, SAMPLE
 
 from pipelines.cli import main
 from pipelines.engine.config import ConfigError

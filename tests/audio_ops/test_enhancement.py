@@ -14,7 +14,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from conftest import SAMPLE
+from helpers import SAMPLE
 
 from audio_ops.enhancement import (
     DFN3_DELAY,
@@ -24,12 +24,10 @@ from audio_ops.enhancement import (
     Enhancer,
     enhance,
     estimate_snr_db,
-    mix_at_snr,
-    si_sdr,
     spectral_gate,
-    synthetic_noise,
 )
 from audio_ops.errors import NonFiniteAudioError
+from audio_ops.evaluation import mix_at_snr, si_sdr, synthetic_noise
 from audio_ops.io import load_audio, resample
 from audio_ops.models import ModelError
 
@@ -325,6 +323,29 @@ def test_auto_beats_blind_dfn3_on_babble():
     auto_gain = improvement("babble", 10.0, out)
     assert auto_gain >= -0.5
     assert auto_gain >= improvement("babble", 10.0, enhance(noisy("babble", 10.0), RATE)) + 2.0
+
+
+def test_a_signal_streamed_in_blocks_is_enhanced_as_it_is_whole():
+    """``voxflow enhance`` streams each file block by block through ``Enhancer.stream``; ``clean``
+    enhances each clip whole through ``Enhancer.enhance``: DFN3 gives the same samples either
+    way, the decision is the first block's, and the per-block methods run per block."""
+    mixture = noisy("white", 0.0)
+    enhancer = Enhancer(EnhancementConfig())
+    whole, info = enhancer.enhance(mixture, RATE)
+    blocks = np.split(mixture, [RATE, 3 * RATE + 7])
+    stream = enhancer.stream(iter(blocks), RATE)
+    assert stream.method == info["enhancement"] == "dfn3"
+    assert stream.snr_before_db == estimate_snr_db(blocks[0], RATE, 0.1)
+    streamed = np.concatenate(list(stream))
+    assert streamed.size == mixture.size
+    np.testing.assert_allclose(streamed, whole, atol=1e-6)
+    gate = Enhancer(EnhancementConfig(method="spectral_gating"))
+    per_block = np.concatenate(list(gate.stream(blocks, RATE)))
+    np.testing.assert_array_equal(
+        per_block, np.concatenate([spectral_gate(b, RATE) for b in blocks])
+    )
+    with pytest.raises(ValueError, match="sample_rate"):
+        enhancer.stream(blocks, 0)
 
 
 def test_fixed_methods_and_decisions():

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from conftest import SAMPLE, make_hostile_corpus
+from helpers import SAMPLE, make_hostile_corpus
 
 from audio_ops.diarization import ChunkConfig, DiarizationConfig, diarize_audio
 from audio_ops.embedding import GE2EEncoder, make_encoder

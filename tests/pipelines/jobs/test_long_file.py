@@ -14,7 +14,7 @@ import pandas as pd
 import psutil
 import pytest
 import soundfile as sf
-from conftest import REPO, SAMPLE
+from helpers import REPO, SAMPLE
 
 from audio_ops.io import load_audio
 

@@ -6,7 +6,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from conftest import make_hostile_corpus, tone, write_audio
+from helpers import make_hostile_corpus, tone, write_audio
 
 from audio_ops.errors import (
     AudioDecodeError,

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, SAMPLE, make_hostile_corpus
+from helpers import REPO, SAMPLE, make_hostile_corpus
 
 from pipelines.cli import main
 from pipelines.engine.sources import list_corpus

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from conftest import SAMPLE, make_hostile_corpus
+from helpers import SAMPLE, make_hostile_corpus
 
 from pipelines.cli import main
 from pipelines.engine.config import ConfigError, load_config

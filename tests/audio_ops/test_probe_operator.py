@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import make_hostile_corpus, tone, write_audio
+from helpers import make_hostile_corpus, tone, write_audio
 
 from audio_ops.levels import LevelMeter
 from audio_ops.probe import PROBE_COLUMNS, ProbeConfig, ProbeOperator, probe_file

@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import make_hostile_corpus, tone, write_audio
+from helpers import make_hostile_corpus, tone, write_audio
 
 from audio_ops.io import file_id_for
 from pipelines.engine.sources import SourceError, list_corpus

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, SAMPLE
+from helpers import REPO, SAMPLE
 
 pytestmark = pytest.mark.integration
 RAY = str(Path(os.sys.executable).with_name("ray"))

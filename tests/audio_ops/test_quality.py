@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import REPO
 
 from audio_ops.io import load_audio, resample
 from audio_ops.levels import CLIP_LEVEL, LevelMeter
@@ -35,7 +36,7 @@ from audio_ops.standardize import (
 )
 from audio_ops.vad import VadConfig
 
-SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sample"
+SAMPLE = REPO / "examples" / "sample"
 STEM = "conv01_clean_3spk"
 RATE = 16000
 NO_SQUIM = QualityConfig(squim=None)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import REPO
 
 from audio_ops.io import load_audio, resample
 from audio_ops.models import ModelError, sha256_of
@@ -24,7 +25,7 @@ from audio_ops.separation import (
     fade_in_ramp,
 )
 
-SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sample"
+SAMPLE = REPO / "examples" / "sample"
 RATE = 16000
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from conftest import SAMPLE
+from helpers import SAMPLE
 
-from audio_ops.enhancement import mix_at_snr, si_sdr, synthetic_noise
+from audio_ops.evaluation import mix_at_snr, si_sdr, synthetic_noise
 from audio_ops.io import load_audio
 from pipelines.cli import main
 from pipelines.jobs.enhance import UnsafePathError, output_location, safe_relative_path

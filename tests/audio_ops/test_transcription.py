@@ -12,8 +12,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import SAMPLE
+from helpers import SAMPLE
 
+from audio_ops.evaluation import word_error_rate, word_errors
 from audio_ops.io import load_audio
 from audio_ops.models import BUNDLED, ModelError, package_file
 from audio_ops.transcription import (
@@ -26,8 +27,6 @@ from audio_ops.transcription import (
     max_ngram_repeats,
     normalize_transcript,
     quiet_cut_points,
-    word_error_rate,
-    word_errors,
 )
 
 # Measured with the bundled tiny.en (int8, beam 5, clips batched by 8) on the 52 reference turns:

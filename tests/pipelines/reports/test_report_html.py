@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SAMPLE
+from helpers import SAMPLE
 from PIL import Image
 
 from pipelines.cli import main

@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import soundfile as sf
-from conftest import SAMPLE
+from helpers import SAMPLE
 
 from audio_ops.io import load_audio
 from pipelines.cli import main
@@ -26,6 +26,7 @@ from pipelines.engine.filejob import (
     output_location,
     rows_to_batch,
 )
+from pipelines.engine.scan import SpeechScanOperator
 from pipelines.jobs.separate import SeparateRunConfig
 from pipelines.jobs.transcribe import TranscribeRunConfig
 from pipelines.jobs.vad import VadRunConfig
@@ -117,6 +118,33 @@ class PartsJob(FileJob):
     def part(self, row, file: FileState):
         file.totals["ok_parts"] += int(row["status"] == "ok")
         self.ok_parts[row["rel_path"]] = file.totals["ok_parts"]
+
+
+class ScoresText:
+    """A stage that needs a transcript: nothing in a VAD-only chain gives one."""
+
+    inputs = ("text",)
+    outputs = ("score",)
+
+    def __call__(self, batch):
+        return batch
+
+
+class ScoresWithoutText(FileJob):
+    name = "needs-text"
+    config_class = VadRunConfig
+
+    def stages(self):
+        vad = {"vad": self.config.vad, "chunk_seconds": self.config.chunk_seconds}
+        return [Stage("vad", SpeechScanOperator, vad), Stage("score", ScoresText)]
+
+
+def test_a_stage_needing_a_column_no_stage_gives_is_refused_before_anything_runs(tmp_path):
+    out = tmp_path / "out"
+    job = ScoresWithoutText(str(out), VadRunConfig(), quiet=True)
+    with pytest.raises(ConfigError, match=r"stage 'score' \(ScoresText\) needs column\(s\) text"):
+        job.run([str(tmp_path / "not-listed-yet")])
+    assert not out.exists()  # refused before the inputs were listed or the folder opened
 
 
 @pytest.mark.integration
@@ -232,7 +260,7 @@ def transcribed(ray_local, tmp_path_factory) -> Path:
 
 @pytest.mark.integration
 def test_transcripts_match_the_sample_references(transcribed):
-    from audio_ops.transcription import word_error_rate
+    from audio_ops.evaluation import word_error_rate
 
     transcripts = pd.read_parquet(transcribed / "transcripts").sort_values(["rel_path", "start"])
     references, hypotheses = [], []
