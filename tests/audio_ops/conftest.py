@@ -47,3 +47,14 @@ def sample_results(encoder):
         audio, _ = load_audio(str(path), 16000)
         results[path.stem] = diarize_audio(audio, config, vad, encoder)
     return results
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test, restored after it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

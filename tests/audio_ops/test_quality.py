@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import REPO
+from helpers import SAMPLE
 
 from audio_ops.io import load_audio, resample
 from audio_ops.levels import CLIP_LEVEL, LevelMeter
@@ -36,18 +36,13 @@ from audio_ops.standardize import (
 )
 from audio_ops.vad import VadConfig
 
-SAMPLE = REPO / "examples" / "sample"
 STEM = "conv01_clean_3spk"
 RATE = 16000
 NO_SQUIM = QualityConfig(squim=None)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+#: torch on one thread in these tests (see conftest), as a pipeline actor runs it.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
