@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Distributed batch pipelines for audio corpora on Ray.",
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"voxflow {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     probe = sub.add_parser(
@@ -236,6 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--open", action="store_true", help="open the page in a web browser")
     inspect = sub.add_parser("inspect", help="print a run's summary as tables in the terminal")
     inspect.add_argument("run", metavar="DIR", help="the --out folder of any voxflow job")
+    doctor = sub.add_parser(
+        "doctor",
+        help="check what this machine can run: models offline, GPU, Ray cluster, storage",
+    )
+    doctor.add_argument("--address", help="a Ray cluster to connect to (default: RAY_ADDRESS)")
+    doctor.add_argument(
+        "--storage", metavar="URL", help="a folder to list, e.g. s3://bucket/corpus"
+    )
     return parser
 
 
@@ -378,6 +387,20 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from pipelines.doctor import run_doctor
+
+    text, code = run_doctor(address=args.address, storage=args.storage)
+    print(text)
+    return code
+
+
+def _version() -> str:
+    from pipelines.doctor import voxflow_version
+
+    return voxflow_version()
+
+
 def _finish(summary, *extra: str) -> int:
     """Print a job's summary; exit code 2 when its inputs held no audio file."""
     print(summary.text())
@@ -430,6 +453,7 @@ COMMANDS = {
     "eval": _cmd_eval,
     "report": _cmd_report,
     "inspect": _cmd_inspect,
+    "doctor": _cmd_doctor,
 }
 
 

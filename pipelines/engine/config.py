@@ -7,9 +7,11 @@ naming the key's full path, e.g. ``probe.min_duration: expected float, got str``
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -196,6 +198,12 @@ def load_config(cls: type, path: str | None = None, overrides: dict[str, Any] | 
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path}: the top level must be a mapping")
         data = loaded or {}
+    return from_dict(cls, apply_overrides(data, overrides))
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Set ``{"probe.min_duration": 0.5}``-style values in a config mapping (in place; returned);
+    ``None`` values are ignored."""
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
@@ -204,7 +212,30 @@ def load_config(cls: type, path: str | None = None, overrides: dict[str, Any] | 
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
-    return from_dict(cls, data)
+    return data
+
+
+def build_config(cls: type, config: Any = None, overrides: dict[str, Any] | None = None) -> Any:
+    """A run config from whatever a Python caller has: None (the defaults), a YAML file's path,
+    a mapping as the YAML would hold, or an instance of ``cls``; then ``overrides`` (dotted
+    keys), checked as a YAML file is.
+
+    Raises:
+        ConfigError: an unknown key, a wrong type, or a config of another class.
+    """
+    if config is None or isinstance(config, (str, os.PathLike)):
+        return load_config(cls, None if config is None else os.fspath(config), overrides)
+    if isinstance(config, cls):
+        if not overrides:
+            return config
+        data = to_dict(config)
+    elif isinstance(config, dict):
+        data = copy.deepcopy(config)
+    else:
+        raise ConfigError(
+            f"config: expected a YAML path, a mapping or a {cls.__name__}, not {type(config).__name__}"
+        )
+    return from_dict(cls, apply_overrides(data, overrides))
 
 
 def _default_of(f: dataclasses.Field) -> Any:

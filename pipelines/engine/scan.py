@@ -51,7 +51,7 @@ class SpeechScanOperator:
     num_cpus = 0.5
     batch_size = 1
     max_actors = 2
-    inputs = ("path",)
+    inputs = ("path", "file_id", "rel_path")
     columns = SCAN_COLUMNS
 
     def __init__(
