@@ -16,16 +16,22 @@ itself. Every input ends as exactly one ``files/`` row: ``ok`` rows + ``errors/`
 
 from __future__ import annotations
 
+import logging
+import os
+import tempfile
 import time
 from typing import Any
 
 import pyarrow as pa
 
 from pipelines.engine.resume import RunState, ShardStore, open_run
-from pipelines.engine.runtime import ErrorPolicy, Progress, RaySession
-from pipelines.engine.sinks import utc_now
+from pipelines.engine.runtime import ErrorPolicy, Progress, RaySession, console_to_log
+from pipelines.engine.sinks import is_local, normalize_uri, utc_now
 from pipelines.engine.sources import list_corpus
 from pipelines.engine.summary import JobSummary
+
+#: The run's console log under ``out``: what Ray and the libraries print during a run.
+LOG_NAME = "_run.log"
 
 #: The error every input gets when the pipeline never finished it.
 LOST = {"status": "error", "error_kind": "lost", "error_stage": "pipeline"}
@@ -216,23 +222,33 @@ class Job:
             self.identity(),
             self._store,
             overwrite=self.overwrite,
-            owned=("files", "errors", *self.outputs),
+            owned=("files", "errors", LOG_NAME, *self.outputs),
             shard_config=self.shard_config(),
             quiet=self.quiet,
         )
         if self.state.finished(by_id):
             return self.previous_result(self.state.previous_summary(len(listing), self.quiet))
         todo = self.state.start(listing, self.quiet, started_at)
-        self._progress = Progress(self.name, len(todo), quiet=self.quiet)
-        if todo:
-            with RaySession(address=address, num_cpus=num_cpus, quiet=self.quiet):
-                self.execute(todo)
-        for row in todo:  # never silently lost
-            if row["file_id"] not in self.done:
-                error = {**LOST, "error": "the pipeline returned no result for this file"}
-                self.commit(row["file_id"], *self.unfinished(row, error))
+        log_path = self._log_path()
+        with console_to_log(log_path) as (terminal, moved):
+            self._progress = Progress(self.name, len(todo), quiet=self.quiet, stream=terminal)
+            try:
+                if todo:
+                    with RaySession(address=address, num_cpus=num_cpus, quiet=self.quiet):
+                        self.execute(todo)
+            except BaseException:
+                if moved:
+                    print(
+                        f"voxflow {self.name}: Ray's own messages are in {log_path}", file=terminal
+                    )
+                raise
+            for row in todo:  # never silently lost
+                if row["file_id"] not in self.done:
+                    error = {**LOST, "error": "the pipeline returned no result for this file"}
+                    self.commit(row["file_id"], *self.unfinished(row, error))
+            self._progress.close()
+        self.log = log_path if moved else None
         self._store.flush()
-        self._progress.close()
         summary, seen = self.state.rebuild_files(self._store, by_id)
         counts = self.finalise(seen)
         summary.wall_seconds = time.perf_counter() - t0
@@ -241,10 +257,23 @@ class Job:
             self.config,
             started_at,
             counts={**counts, "skipped_committed": self.state.skipped},
+            **({"log": self.log} if self.log else {}),
             **self.record(),
         )
         self.state.complete(record)
         return self.result(summary)
+
+    def _log_path(self) -> str | None:
+        """Where the run's console messages go: ``OUT/_run.log`` for a local folder, a
+        temporary file for a remote one; None with ``--verbose`` (debug logging), which leaves
+        them on the terminal."""
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            return None
+        if is_local(self.out):
+            return os.path.join(normalize_uri(self.out), LOG_NAME)
+        fd, path = tempfile.mkstemp(prefix=f"voxflow-{self.name}-", suffix=".log")
+        os.close(fd)
+        return path
 
     @property
     def store(self) -> ShardStore:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 log = logging.getLogger(__name__)
@@ -102,6 +105,36 @@ def configure_data_context(
     ctx.print_on_execution_start = False
     for name in ("ray.data", "ray.data._internal"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def console_to_log(path: str | None) -> Iterator[tuple[TextIO, bool]]:
+    """Send what the process writes to its standard error (file descriptor 2) to the file
+    ``path`` for the length of the block: Ray's warnings, the log lines of its C++ core worker,
+    its workers' output relayed to the driver, library warnings. Yields ``(terminal, moved)``:
+    a stream on the original standard error for what a person should see (the progress line),
+    and whether anything was moved. Nothing is moved when ``path`` is None, or when standard
+    error is not descriptor 2 (under a test runner's capture, say).
+    """
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        fd = -1
+    if path is None or fd != 2:
+        yield sys.stderr, False
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    terminal = os.fdopen(os.dup(saved), "w", buffering=1)
+    with open(path, "a", encoding="utf-8") as log_file:
+        os.dup2(log_file.fileno(), 2)
+        try:
+            yield terminal, True
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            terminal.close()
 
 
 class Progress:
