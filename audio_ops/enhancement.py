@@ -483,7 +483,7 @@ def enhance(
     atten_lim_db: float = 100.0,
     model: str | None = None,
     sha256: str | None = None,
-    block_seconds: float = 10.0,
+    block_seconds: float = DFN3_BLOCK_SECONDS,
 ) -> np.ndarray:
     """DeepFilterNet3 on one signal: resampled to 48 kHz and back with soxr, delay removed.
 
@@ -502,18 +502,47 @@ def enhance(
         float32 enhanced samples, same length and timing as ``audio``.
     """
     audio = _mono(audio)
+    pieces = dfn3_blocks(
+        [audio],
+        sample_rate,
+        atten_lim_db=atten_lim_db,
+        model=model,
+        sha256=sha256,
+        block_seconds=block_seconds,
+    )
+    return _gather(pieces, audio.size)
+
+
+def dfn3_blocks(
+    blocks: Iterable[np.ndarray],
+    sample_rate: int,
+    *,
+    atten_lim_db: float = 100.0,
+    model: str | None = None,
+    sha256: str | None = None,
+    block_seconds: float = DFN3_BLOCK_SECONDS,
+) -> Iterator[np.ndarray]:
+    """DeepFilterNet3 over consecutive mono blocks of one signal, as one :class:`DFN3Stream` fed
+    at most ``block_seconds`` at a time: the enhanced pieces, as many samples in all as went in
+    (arguments as :func:`enhance`)."""
     step = max(1, int(block_seconds * sample_rate))
-    out = np.empty(audio.size, dtype=np.float32)
-    written = 0
     with DFN3Stream(sample_rate, atten_lim_db=atten_lim_db, model=model, sha256=sha256) as stream:
-        for start in range(0, audio.size, step):
-            part = stream.process(audio[start : start + step])
-            out[written : written + part.size] = part
-            written += part.size
-        part = stream.flush()
-        out[written : written + part.size] = part
-        written += part.size
-    assert written == audio.size
+        for block in blocks:
+            block = _mono(block)
+            for start in range(0, block.size, step):
+                yield stream.process(block[start : start + step])
+        yield stream.flush()
+
+
+def _gather(pieces: Iterable[np.ndarray], num_samples: int) -> np.ndarray:
+    """Consecutive pieces of a signal of known length in one float32 array, written in place
+    (the pieces are never held all at once)."""
+    out = np.empty(num_samples, dtype=np.float32)
+    written = 0
+    for piece in pieces:
+        out[written : written + piece.size] = piece
+        written += piece.size
+    assert written == num_samples
     return out
 
 
@@ -770,8 +799,7 @@ class Enhancer:
         if audio.size and not np.isfinite(audio).all():
             raise NonFiniteAudioError("NaN/inf samples in the audio to enhance")
         stream = self.stream([audio], sample_rate)
-        parts = list(stream)
-        out = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        out = _gather(stream, audio.size)
         method, before = stream.method, stream.snr_before_db
         after = (
             before
@@ -814,13 +842,13 @@ class EnhancedStream:
             for block in self._blocks:
                 yield self.enhancer._block(self.method, _mono(block), rate).astype(np.float32)
             return
-        step = max(1, int(DFN3_BLOCK_SECONDS * rate))
-        with DFN3Stream(rate, config.atten_lim_db, config.dfn3_model, config.dfn3_sha256) as dfn:
-            for block in self._blocks:
-                block = _mono(block)
-                for start in range(0, block.size, step):
-                    yield dfn.process(block[start : start + step])
-            yield dfn.flush()
+        yield from dfn3_blocks(
+            self._blocks,
+            rate,
+            atten_lim_db=config.atten_lim_db,
+            model=config.dfn3_model,
+            sha256=config.dfn3_sha256,
+        )
 
 
 # ----------------------------------------------------------------------------------------------

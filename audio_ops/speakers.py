@@ -17,6 +17,7 @@ from audio_ops.clustering import ClusteringConfig, cluster_speakers
 from audio_ops.embedding import EmbeddingConfig, grid_windows
 from audio_ops.io import ANALYSIS_RATE
 from audio_ops.turns import TurnConfig, build_turns
+from audio_ops.vad import speech_seconds as region_seconds
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def check_speakers(
     duration = len(audio) / ANALYSIS_RATE
     speech = np.asarray(speech, dtype=np.float64).reshape(-1, 2)
     starts = grid_windows(speech, 0.0, duration, config.embedding)
-    speech_seconds = float(np.sum(speech[:, 1] - speech[:, 0])) if speech.size else 0.0
+    speech_seconds = region_seconds(speech)
     if len(starts) < config.min_windows:
         return SpeakerCheck(1 if speech_seconds else 0, 0.0, [(0.0, duration)])
     window = int(round(config.embedding.window * ANALYSIS_RATE))
@@ -148,7 +149,7 @@ class ClipPart:
     @property
     def speech_seconds(self) -> float:
         """Seconds of speech in the part."""
-        return float(np.sum(self.speech[:, 1] - self.speech[:, 0])) if self.speech.size else 0.0
+        return region_seconds(self.speech)
 
 
 def split_clip(

@@ -57,6 +57,11 @@ class VadConfig:
             raise ValueError("vad.min_speech, vad.min_silence and vad.pad must be >= 0")
 
 
+def speech_seconds(regions: np.ndarray) -> float:
+    """Total seconds of ``(start, end)`` speech regions (0 when there are none)."""
+    return float(np.sum(regions[:, 1] - regions[:, 0])) if regions.size else 0.0
+
+
 def probs_to_regions(
     probs: np.ndarray,
     config: VadConfig,

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from audio_ops.clips import ClipConfig
-from audio_ops.vad import VadConfig
+from audio_ops.vad import VadConfig, speech_seconds
 from pipelines.engine.filejob import batch_rows, rows_to_batch
 
 #: Columns (and their defaults) of the rows the scan stages return.
@@ -77,7 +77,7 @@ class SpeechScanOperator:
         from audio_ops.packing import pack
 
         regions = scan.regions
-        speech = float(np.sum(regions[:, 1] - regions[:, 0])) if regions.size else 0.0
+        speech = speech_seconds(regions)
         return [
             {
                 **file,

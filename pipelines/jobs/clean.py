@@ -29,7 +29,7 @@ from audio_ops.io import ANALYSIS_RATE
 from audio_ops.packing import pack, unpack
 from audio_ops.speakers import SpeakerCheckConfig, check_speakers, split_clip
 from audio_ops.transcription import TRANSCRIPT_COLUMNS
-from audio_ops.vad import VadConfig
+from audio_ops.vad import VadConfig, speech_seconds
 from pipelines.engine.config import ConfigError, StageResources
 from pipelines.engine.filejob import LISTING_COLUMNS, FileJob, FileState, Stage, rows_to_batch
 from pipelines.engine.resume import ShardStore
@@ -141,9 +141,15 @@ def _step_config_class(step: str) -> tuple[type | None, str]:
 def filter_columns(config: CleanRunConfig) -> set[str]:
     """What filters may test: the columns the configured stages declare they add (checked as a
     chain, see :func:`pipelines.engine.stages.check_columns`), less :data:`UNFILTERABLE`."""
+    return (check_columns(_chain(config), LISTING_COLUMNS) or set()) - UNFILTERABLE
+
+
+def _chain(config: CleanRunConfig) -> list[tuple[str, type]]:
+    """The stages a clip goes through before the filter, in order: (name, operator class)."""
     chain = [("segment", SegmentOperator), ("load", LoadClipOperator)]
-    chain += [(step, _step_operator_class(step)) for step in STEP_ORDER if step in config.steps]
-    return (check_columns(chain, LISTING_COLUMNS) or set()) - UNFILTERABLE
+    return chain + [
+        (step, _step_operator_class(step)) for step in STEP_ORDER if step in config.steps
+    ]
 
 
 def _step_operator_class(step: str) -> type:
@@ -162,14 +168,18 @@ def _step_operator_class(step: str) -> type:
     return {"transcribe": TranscribeAt16k, "speaker": SpeakerCheckOperator}[step]
 
 
-def _step_operator(step: str, config: CleanRunConfig) -> tuple[type, dict[str, Any]]:
+def _stage_options(stage: str, config: CleanRunConfig) -> dict[str, Any]:
+    """The constructor arguments of a stage of :func:`_chain`."""
     from pipelines.engine.config import from_dict
 
-    cls, section = _step_config_class(step)
-    options = from_dict(cls, getattr(config, section), section) if cls is not None else None
-    if step == "speaker":
-        return SpeakerCheckOperator, {"config": config.speaker, "clip_config": config.clips}
-    return _step_operator_class(step), {"config": options}
+    if stage == "segment":
+        return {"config": config}
+    if stage == "load":
+        return {"sample_rate": config.sample_rate}
+    if stage == "speaker":
+        return {"config": config.speaker, "clip_config": config.clips}
+    cls, section = _step_config_class(stage)
+    return {"config": from_dict(cls, getattr(config, section), section)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -232,9 +242,7 @@ class SegmentOperator:
                 )
                 continue
             gain = _gain_db(seg.loudness_lufs, self.config.target_lufs, self.config.max_gain_db)
-            speech = (
-                float(np.sum(seg.regions[:, 1] - seg.regions[:, 0])) if seg.regions.size else 0.0
-            )
+            speech = speech_seconds(seg.regions)
             in_clips = sum(c.duration for c in seg.clips)
             rows.append(
                 _row(
@@ -268,7 +276,7 @@ class SegmentOperator:
                         gain_db=gain,
                         loudness_lufs=seg.loudness_lufs,
                         duration=clip.duration,
-                        speech_seconds=float(np.sum(local[:, 1] - local[:, 0])),
+                        speech_seconds=speech_seconds(local),
                     )
                 )
         return _columns(rows)
@@ -565,17 +573,12 @@ class CleanJob(FileJob):
         }
 
     def stages(self) -> list[Stage]:
-        config = self.config
-        stages = [
-            Stage("segment", SegmentOperator, {"config": config}),
-            Stage("load", LoadClipOperator, {"sample_rate": config.sample_rate}),
-        ]
-        for step in STEP_ORDER:
-            if step in config.steps:
-                cls, kwargs = _step_operator(step, config)
-                if step == "transcribe":
-                    kwargs["threads"] = self.threads_for(cls, step)
-                stages.append(Stage(step, cls, kwargs))
+        stages = []
+        for name, cls in _chain(self.config):
+            kwargs = _stage_options(name, self.config)
+            if name == "transcribe":
+                kwargs["threads"] = self.threads_for(cls, name)
+            stages.append(Stage(name, cls, kwargs))
         stages.append(
             Stage("filter", FilterWriteOperator, {"rules": self.rules, "out": self.out}, False)
         )

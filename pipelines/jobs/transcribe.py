@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from audio_ops.clips import ClipConfig
 from audio_ops.transcription import WINDOW_SECONDS, TranscriptionConfig
-from audio_ops.vad import VadConfig
+from audio_ops.vad import VadConfig, speech_seconds
 from pipelines.engine.config import ConfigError, StageResources
 from pipelines.engine.filejob import (
     FileJob,
@@ -90,7 +90,7 @@ class SpeechClipsOperator(SpeechScanOperator):
         (summary,) = super().rows(file, scan)
         rows = [{**summary, "parts": len(scan.clips), "regions": b""}]
         for clip in scan.clips:
-            speech = float(np.sum(clip.speech[:, 1] - clip.speech[:, 0]))
+            speech = speech_seconds(clip.speech)
             rows.append(
                 {
                     **file,
