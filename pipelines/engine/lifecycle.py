@@ -70,7 +70,10 @@ class Job:
         quiet: bool = False,
         overwrite: bool = False,
     ):
-        self.out, self.config = out, config
+        # A relative local folder is made absolute here, in the driver: workers write outputs of
+        # their own (clips, enhanced audio) and on a cluster their working folder is not ours.
+        self.out = normalize_uri(out) if is_local(out) else out
+        self.config = config
         self.policy = policy or ErrorPolicy()
         self.quiet = quiet
         self.overwrite = overwrite
@@ -237,6 +240,7 @@ class Job:
                     with RaySession(address=address, num_cpus=num_cpus, quiet=self.quiet):
                         self.execute(todo)
             except BaseException:
+                self._progress.close()  # the message below starts a line of its own
                 if moved:
                     print(
                         f"voxflow {self.name}: Ray's own messages are in {log_path}", file=terminal

@@ -39,7 +39,7 @@ from audio_ops.turns import Turn
 from pipelines.engine.config import ConfigError, StageResources
 from pipelines.engine.lifecycle import Job
 from pipelines.engine.resume import ShardStore
-from pipelines.engine.runtime import configure_data_context
+from pipelines.engine.runtime import configure_data_context, iter_while_waiting
 from pipelines.engine.sinks import (
     TableSink,
     is_local,
@@ -641,7 +641,8 @@ def _run_pipeline(todo, config, finish_ok, finish_error) -> str:
             else:
                 finish_ok(file_id, result)
 
-    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+    batches = ds.iter_batches(batch_size=None, batch_format="pyarrow")
+    for batch in iter_while_waiting(batches, idle=lambda: collect(block=False)):
         for row in batch.to_pylist():
             complete = assembler.add(row)
             if complete is None:
