@@ -67,7 +67,7 @@ def main(argv: list[str]) -> int:
 
     folder = Path(argv[0] if argv else "examples/sample/audio")
     paths = sorted(str(p) for p in folder.rglob("*") if p.is_file() and p.suffix != ".md")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(logging_level="ERROR")  # RAY_ADDRESS: that cluster; else a local Ray
     try:
         for row in clean_files(paths):
             print(

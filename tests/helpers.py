@@ -114,3 +114,28 @@ def telephone_band(audio: np.ndarray) -> np.ndarray:
     narrow = soxr.resample(audio, 16000, 8000)
     narrow = sosfiltfilt(butter(4, [300, 3400], btype="band", fs=8000, output="sos"), narrow)
     return soxr.resample(narrow, 8000, 16000).astype(np.float32)
+
+
+def write_tiny_hdemucs(root: Path) -> Path:
+    """A randomly initialised 4-channel ``hdemucs_low`` saved under ``root`` as safetensors,
+    pinned by SHA-256 in a run config (``root/separate.yaml``), whose path is returned: the real
+    loading path of ``voxflow separate`` without the download of the real weights."""
+    import torch
+    from safetensors.torch import save_file
+
+    from audio_ops.models import sha256_of
+    from audio_ops.separation import MUSDB_SOURCES, build_hdemucs
+
+    torch.manual_seed(0)
+    model = build_hdemucs("hdemucs_low", MUSDB_SOURCES, 4)
+    root.mkdir(parents=True, exist_ok=True)
+    weights = root / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    config = root / "separate.yaml"
+    config.write_text(
+        "separation: {"
+        f"model: {weights}, sha256: {sha256_of(weights)}, architecture: hdemucs_low, "
+        "model_channels: 4, model_sample_rate: 16000, chunk_seconds: 2.0, overlap_seconds: 0.5, "
+        "device: cpu}\n"
+    )
+    return config

@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import soundfile as sf
-from helpers import SAMPLE
+from helpers import SAMPLE, write_tiny_hdemucs
 
 from audio_ops.io import load_audio
 from pipelines.cli import main
@@ -313,25 +313,7 @@ def test_a_file_that_cannot_be_read_is_an_error_row(transcribed):
 @pytest.fixture(scope="module")
 def tiny_hdemucs(tmp_path_factory) -> Path:
     """A randomly initialised 4-channel hdemucs_low, saved, pinned, in a run config."""
-    import torch
-    from safetensors.torch import save_file
-
-    from audio_ops.models import sha256_of
-    from audio_ops.separation import MUSDB_SOURCES, build_hdemucs
-
-    torch.manual_seed(0)
-    model = build_hdemucs("hdemucs_low", MUSDB_SOURCES, 4)
-    root = tmp_path_factory.mktemp("tiny_hdemucs")
-    weights = root / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
-    config = root / "separate.yaml"
-    config.write_text(
-        "separation: {"
-        f"model: {weights}, sha256: {sha256_of(weights)}, architecture: hdemucs_low, "
-        "model_channels: 4, model_sample_rate: 16000, chunk_seconds: 2.0, overlap_seconds: 0.5, "
-        "device: cpu}\n"
-    )
-    return config
+    return write_tiny_hdemucs(tmp_path_factory.mktemp("tiny_hdemucs"))
 
 
 @pytest.mark.integration
