@@ -49,22 +49,16 @@ class Result:
     summary: JobSummary
     extra: dict[str, Any]
 
-    #: The tables of each job, by name; each is a folder of Parquet parts or one Parquet file.
-    TABLES = {
-        "probe": ("files", "errors"),
-        "diarize": ("files", "errors", "segments", "speakers", "embeddings"),
-        "clean": ("files", "errors", "clips", "rejected", "funnel"),
-        "transcribe": ("files", "errors", "transcripts"),
-        "vad": ("files", "errors", "segments"),
-        "enhance": ("files", "errors"),
-        "separate": ("files", "errors"),
-    }
-    _FILES = {"clips": "clips.parquet", "funnel": "funnel.parquet"}
+    @property
+    def locations(self) -> dict[str, str]:
+        """Every table the job writes: name -> location under :attr:`out` (the job declares
+        them)."""
+        return _job_class(self.job).table_locations()
 
     @property
     def table_names(self) -> tuple[str, ...]:
         """The tables this run wrote (``embeddings`` only when asked for)."""
-        return tuple(n for n in self.TABLES[self.job] if self._exists(self._location(n)))
+        return tuple(n for n in self.locations if self._exists(self._location(n)))
 
     def table(self, name: str):
         """One table as a pandas DataFrame.
@@ -77,8 +71,8 @@ class Result:
         """
         import pandas as pd
 
-        if name not in self.TABLES[self.job]:
-            raise KeyError(f"voxflow {self.job} writes no table {name!r} ({self.TABLES[self.job]})")
+        if name not in self.locations:
+            raise KeyError(f"voxflow {self.job} writes no table {name!r} ({tuple(self.locations)})")
         location = self._location(name)
         if not self._exists(location):
             raise KeyError(f"{location}: this run wrote no {name!r} table")
@@ -89,7 +83,7 @@ class Result:
         return {name: self.table(name) for name in self.table_names}
 
     def _location(self, name: str) -> str:
-        return join(self.out, self._FILES.get(name, name))
+        return join(self.out, self.locations[name])
 
     @staticmethod
     def _exists(location: str) -> bool:

@@ -308,6 +308,11 @@ class FileJob(Job):
     files_schema: pa.Schema = make_files_schema()
     #: The job's own tables: folder under ``out`` -> schema (rows carry ``file_id``).
     tables: dict[str, pa.Schema] = {}
+
+    @classmethod
+    def table_locations(cls) -> dict[str, str]:
+        return {**super().table_locations(), **{name: name for name in cls.tables}}
+
     #: Other folders under ``out`` the job writes (audio); ``overwrite`` deletes them too.
     output_folders: tuple[str, ...] = ()
     #: A failed part makes its file an error (else the job accounts for it in its tables).

@@ -56,6 +56,9 @@ class Job:
     #: What the job writes under ``out`` besides ``files/`` and ``errors/``; ``overwrite``
     #: deletes these, and nothing else.
     outputs: tuple[str, ...] = ()
+    #: The tables a caller reads back besides ``files`` and ``errors``: name -> location under
+    #: ``out`` (a folder of Parquet parts or one Parquet file); see :meth:`table_locations`.
+    result_tables: dict[str, str] = {}
     #: Finished files per committed shard (resume granularity), unless the config says ...
     commit_files = 64
     #: ... or commit when the oldest uncommitted file waited this long (seconds).
@@ -156,6 +159,11 @@ class Job:
         self.policy.record(failed, f"{row.get('path')}: {row.get('error')}")
 
     # -- the run --------------------------------------------------------------------------------
+
+    @classmethod
+    def table_locations(cls) -> dict[str, str]:
+        """Every table the job writes: name -> location under ``out``."""
+        return {"files": "files", "errors": "errors", **cls.result_tables}
 
     @classmethod
     def launch(

@@ -559,6 +559,7 @@ class CleanJob(FileJob):
     name = "clean"
     config_class = CleanRunConfig
     outputs = ("rejected", "clips", "clips.parquet", "funnel.parquet")
+    result_tables = {"clips": "clips.parquet", "rejected": "rejected", "funnel": "funnel.parquet"}
     failed_part_fails_file = False
 
     def preflight(self) -> None:

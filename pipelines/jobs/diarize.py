@@ -409,6 +409,7 @@ class DiarizeJob(Job):
     name = "diarize"
     config_class = DiarizeRunConfig
     outputs = ("segments", "speakers", "embeddings", "_staging")
+    result_tables = {"segments": "segments", "speakers": "speakers", "embeddings": "embeddings"}
 
     def __init__(self, out: str, config: DiarizeRunConfig, *, speakers: str | None = None, **kw):
         super().__init__(out, config, **kw)

@@ -90,3 +90,16 @@ def test_voxflow_operators_in_a_users_ray_data_pipeline(ray_local):
     for row in rows:
         assert row["snr_db"] == pytest.approx(expected[row["path"]])
         assert "audio" not in row and row["status"] == "ok" and row["sample_rate"] == 16000
+
+
+@pytest.mark.parametrize(
+    "job", ["probe", "diarize", "clean", "transcribe", "vad", "enhance", "separate"]
+)
+def test_every_table_a_job_returns_is_one_it_owns(job, tmp_path):
+    """The tables ``Result`` reads are the job's own declaration, and each lies among what the
+    job owns under ``out`` (so ``--overwrite`` clears it)."""
+    from pipelines.api import _job_class
+
+    cls = _job_class(job)
+    instance = cls(str(tmp_path), cls.config_class())
+    assert set(cls.table_locations().values()) <= {"files", "errors", *instance.outputs}
