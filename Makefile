@@ -7,10 +7,12 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: install demo test test-fast lint clean
 
+# -qq: pip's errors only (this machine's pip config alone makes it warn once per package).
 $(VENV)/.installed: pyproject.toml
+	@echo "installing voxflow and its dependencies into $(VENV) (a few minutes, once)"
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -qq --upgrade pip
+	$(PY) -m pip install -qq -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed
