@@ -1,5 +1,6 @@
 """Evaluation helpers: how the tests and benchmarks score voxflow's operators (SI-SDR, speech
-mixed with noise at a known SNR, synthetic noises, word error rate). No job uses them; the
+mixed with noise at a known SNR, synthetic noises, word error rate, word timings against an
+STM). No job uses them; the
 pipelines' own measurements (blind SNR estimates, quality scores) live with their operators.
 DER is scored in :mod:`pipelines.reports.evaluate`.
 """
@@ -7,7 +8,9 @@ DER is scored in :mod:`pipelines.reports.evaluate`.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -153,3 +156,84 @@ def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> flo
         e, n = word_errors(reference, hypothesis)
         edits, words = edits + e, words + n
     return edits / max(words, 1)
+
+
+#: Seconds of slack :func:`word_timing_scores` reports the share of words inside their utterance at.
+WORD_TIME_TOLERANCES = (0.0, 0.1, 0.25)
+
+
+def read_stm(path: str | os.PathLike[str]) -> list[tuple[float, float, str]]:
+    """``(start, end, text)`` per utterance of an STM file, in time order."""
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        parts = line.split(maxsplit=5)
+        if len(parts) < 5 or line.startswith(";;"):
+            continue
+        rows.append((float(parts[3]), float(parts[4]), parts[5] if len(parts) > 5 else ""))
+    return sorted(rows)
+
+
+def align_words(ref: list[str], hyp: list[str]) -> list[tuple[int, int]]:
+    """Index pairs ``(i, j)`` of reference and hypothesis tokens aligned as a match or a
+    substitution by a minimum edit-distance alignment."""
+    n, m = len(ref), len(hyp)
+    cost = [[0] * (m + 1) for _ in range(n + 1)]
+    for i in range(n + 1):
+        cost[i][0] = i
+    for j in range(m + 1):
+        cost[0][j] = j
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            cost[i][j] = min(
+                cost[i - 1][j] + 1,
+                cost[i][j - 1] + 1,
+                cost[i - 1][j - 1] + (ref[i - 1] != hyp[j - 1]),
+            )
+    pairs, i, j = [], n, m
+    while i > 0 and j > 0:
+        if cost[i][j] == cost[i - 1][j - 1] + (ref[i - 1] != hyp[j - 1]):
+            pairs.append((i - 1, j - 1))
+            i, j = i - 1, j - 1
+        elif cost[i][j] == cost[i - 1][j] + 1:
+            i -= 1
+        else:
+            j -= 1
+    return pairs[::-1]
+
+
+def word_timing_scores(utterances: list[tuple[float, float, str]], words: list[dict]) -> dict:
+    """WER of recognised ``words`` against STM ``utterances``, and the share of the recognised
+    words aligned to a reference word (a match or a substitution) whose ``[start, end]`` lies
+    inside that word's utterance, with each of :data:`WORD_TIME_TOLERANCES` seconds of slack.
+
+    Args:
+        utterances: ``(start, end, text)`` in time order (:func:`read_stm`).
+        words: ``{"word", "start", "end"}`` in time order, seconds in the same recording.
+    """
+    ref_tokens, ref_utt = [], []
+    for k, (_, _, text) in enumerate(utterances):
+        tokens = normalize_transcript(text).split()
+        ref_tokens += tokens
+        ref_utt += [k] * len(tokens)
+    hyp_tokens, hyp_word = [], []
+    for k, w in enumerate(words):
+        tokens = normalize_transcript(w["word"]).split()
+        hyp_tokens += tokens
+        hyp_word += [k] * len(tokens)
+    edits, n = word_errors(" ".join(ref_tokens), " ".join(hyp_tokens))
+    pairs = align_words(ref_tokens, hyp_tokens)
+    inside = {}
+    for tol in WORD_TIME_TOLERANCES:
+        ok = 0
+        for i, j in pairs:
+            start, end, _ = utterances[ref_utt[i]]
+            w = words[hyp_word[j]]
+            ok += start - tol <= w["start"] and w["end"] <= end + tol
+        inside[tol] = ok / len(pairs) if pairs else None
+    return {
+        "wer": edits / max(n, 1),
+        "reference_words": n,
+        "recognised_words": len(hyp_tokens),
+        "aligned_words": len(pairs),
+        "inside": inside,
+    }

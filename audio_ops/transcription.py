@@ -525,6 +525,57 @@ class FasterWhisperBackend:
         )
 
 
+#: Arrow type of a ``words`` column: one item per word, seconds, in the order spoken.
+WORD_FIELDS = (
+    ("word", "string"),
+    ("start", "float64"),
+    ("end", "float64"),
+    ("probability", "float64"),
+)
+
+
+def segment_words(segments: Any, offset: float = 0.0) -> list[dict[str, Any]]:
+    """The words of decoded segments (a list of segment dicts or its JSON), in order, with
+    ``offset`` seconds added to their times: a clip's ``segments`` give words in clip time, and
+    the clip's start in its file puts them in file time. Empty when the decode had no word
+    timestamps (``word_timestamps: false``).
+
+    Args:
+        segments: what :meth:`Transcriber.transcribe` returns under ``segments``, or that as
+            JSON (as :class:`TranscribeOperator` writes it).
+        offset: seconds added to every time.
+    """
+    if isinstance(segments, str):
+        segments = json.loads(segments) if segments else []
+    words = []
+    for segment in segments or []:
+        for w in segment.get("words") or []:
+            words.append(
+                {
+                    "word": w["word"],
+                    "start": round(float(w["start"]) + offset, 3),
+                    "end": round(float(w["end"]) + offset, 3),
+                    "probability": float(w.get("probability", math.nan)),
+                }
+            )
+    return words
+
+
+def word_type():
+    """The Arrow type of a ``words`` column (list of structs of :data:`WORD_FIELDS`)."""
+    import pyarrow as pa
+
+    return pa.list_(pa.struct([(name, getattr(pa, kind)()) for name, kind in WORD_FIELDS]))
+
+
+def _clamp_times(segments: list[dict[str, Any]], duration: float) -> None:
+    """Segment and word times into ``[0, duration]``, in place: the batched decoder's window
+    offsets leave a first word a few milliseconds before the clip's start (measured: -6 ms)."""
+    for item in [*segments, *(w for s in segments for w in s.get("words") or [])]:
+        item["start"] = min(max(item["start"], 0.0), duration)
+        item["end"] = min(max(item["end"], item["start"]), duration)
+
+
 def _segment_dict(segment: Any, offset: float) -> dict[str, Any]:
     offset = float(offset)
     out = {
@@ -911,6 +962,7 @@ class Transcriber:
             given = None if given is None or not math.isfinite(float(given)) else float(given)
             speech = given if given is not None else self.speech_seconds(clip)
             duration = len(clip) / SAMPLE_RATE
+            _clamp_times(result.segments, duration)
             ratio = compression_ratio(result.text)
             row = {
                 "text": result.text,

@@ -158,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", metavar="REF", help="default: bundled:whisper-tiny-en (faster-whisper)"
     )
     transcribe.add_argument("--language", metavar="CODE", help="default: detected per clip")
+    transcribe.add_argument(
+        "--words",
+        action="store_true",
+        help="word timings (transcripts/ column words; transcription.word_timestamps)",
+    )
 
     export = sub.add_parser("export", help="export a run's tables to other formats")
     export_sub = export.add_subparsers(dest="format", required=True)
@@ -335,6 +340,7 @@ def _cmd_file_job(args: argparse.Namespace) -> int:
             {
                 "transcription.model": getattr(args, "model", None),
                 "transcription.language": getattr(args, "language", None),
+                "transcription.word_timestamps": True if getattr(args, "words", False) else None,
             },
         ),
     }[args.command]

@@ -28,7 +28,7 @@ from audio_ops.filters import Funnel, first_failure, parse_rules
 from audio_ops.io import ANALYSIS_RATE
 from audio_ops.packing import pack, unpack
 from audio_ops.speakers import SpeakerCheckConfig, check_speakers, split_clip
-from audio_ops.transcription import TRANSCRIPT_COLUMNS
+from audio_ops.transcription import TRANSCRIPT_COLUMNS, segment_words
 from audio_ops.vad import VadConfig, speech_seconds
 from pipelines.engine.config import ConfigError, StageResources
 from pipelines.engine.filejob import LISTING_COLUMNS, FileJob, FileState, Stage, rows_to_batch
@@ -795,6 +795,11 @@ def _write_clips_table(out: str, rows: list[dict[str, Any]]) -> None:
                     v = v.item()
                 item[k] = v
             clean.append(item)
+        # Word timings (transcription.word_timestamps), in the clip's own time: the FLAC's.
+        words = [segment_words(r.get("segments")) for r in clean]
+        if any(words):
+            for item, found in zip(clean, words, strict=True):
+                item["words"] = found
         table = pa.Table.from_pylist(clean)
     else:
         table = pa.table({c: pa.array([], pa.string()) for c in first})

@@ -28,7 +28,12 @@ import numpy as np
 import pyarrow as pa
 
 from audio_ops.clips import ClipConfig
-from audio_ops.transcription import WINDOW_SECONDS, TranscriptionConfig
+from audio_ops.transcription import (
+    WINDOW_SECONDS,
+    TranscriptionConfig,
+    segment_words,
+    word_type,
+)
 from audio_ops.vad import VadConfig, speech_seconds
 from pipelines.engine.config import ConfigError, StageResources
 from pipelines.engine.filejob import (
@@ -190,6 +195,8 @@ TRANSCRIPTS_SCHEMA = pa.schema(
         ("halluc_silence", pa.bool_()),
         ("hallucination", pa.bool_()),
         ("segments", pa.string()),
+        # word timings in file time (transcription.word_timestamps / --words; else empty)
+        ("words", word_type()),
     ]
 )
 
@@ -233,9 +240,17 @@ class TranscribeJob(FileJob):
         from audio_ops.clips import clip_id
 
         text = row.get("text") if isinstance(row.get("text"), str) else ""
+        words = segment_words(row.get("segments"), offset=float(row["start"]))
         file.add(
             "transcripts",
-            [{**row, "text": text, "clip_id": clip_id(row["file_id"], float(row["start"]))}],
+            [
+                {
+                    **row,
+                    "text": text,
+                    "clip_id": clip_id(row["file_id"], float(row["start"])),
+                    "words": words,
+                }
+            ],
         )
         file.totals["transcribed_seconds"] += float(row.get("duration") or 0.0)
         file.totals["words"] += len(text.split())

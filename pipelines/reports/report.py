@@ -7,6 +7,7 @@ import os
 import posixpath
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -118,6 +119,12 @@ def _clips(run: str) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
+def _words(row: Any) -> list[dict[str, Any]]:
+    """A kept clip's word timings (clip time), or none when the run did not ask for them."""
+    words = getattr(row, "words", None)
+    return [dict(w) for w in words] if words is not None else []
+
+
 def _audio_location(run: str, audio_path: str) -> str:
     return (
         os.path.join(os.path.abspath(run), audio_path)
@@ -143,6 +150,11 @@ def export_nemo(run: str, target: str | None = None) -> str:
                 record["lang"] = row.language
             record["source"] = row.path
             record["source_offset"] = round(float(row.start), 3)
+            words = _words(row)
+            if words:  # an extra key: NeMo's ASR datasets read only the ones they know
+                record["words"] = [
+                    {"word": w["word"], "start": w["start"], "end": w["end"]} for w in words
+                ]
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
     os.replace(target + ".tmp", target)
     return target
@@ -185,6 +197,19 @@ def export_lhotse(run: str, directory: str | None = None) -> dict[str, str]:
                 "language": getattr(row, "language", None),
                 "custom": {"source": row.path, "source_start": float(row.start)},
             }
+            words = _words(row)
+            if words:  # Lhotse AlignmentItem lists: symbol, start, duration, score
+                supervision["alignment"] = {
+                    "word": [
+                        [
+                            w["word"],
+                            w["start"],
+                            round(w["end"] - w["start"], 3),
+                            round(float(w["probability"]), 4),
+                        ]
+                        for w in words
+                    ]
+                }
             cut = {
                 "id": row.clip_id,
                 "start": 0.0,

@@ -12,9 +12,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from helpers import SAMPLE
+from helpers import REPO, SAMPLE
 
-from audio_ops.evaluation import word_error_rate, word_errors
+from audio_ops.evaluation import read_stm, word_error_rate, word_errors, word_timing_scores
 from audio_ops.io import load_audio
 from audio_ops.models import BUNDLED, ModelError, package_file
 from audio_ops.transcription import (
@@ -27,6 +27,7 @@ from audio_ops.transcription import (
     max_ngram_repeats,
     normalize_transcript,
     quiet_cut_points,
+    segment_words,
 )
 
 # Measured with the bundled tiny.en (int8, beam 5, clips batched by 8) on the 52 reference turns:
@@ -302,3 +303,60 @@ def test_hub_id_offline_fails_fast_naming_the_id(backend, model, monkeypatch):
     with pytest.raises(ModelError, match=re.escape(model)):
         Transcriber(TranscriptionConfig(backend=backend, model=model, speech_detector="none"))
     assert time.perf_counter() - started < 10.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Word timestamps
+# ----------------------------------------------------------------------------------------------
+
+REAL = REPO / "examples" / "real"
+
+
+def test_segment_words_flatten_in_order_and_shift_to_file_time():
+    segments = [
+        {"start": 0.5, "end": 1.5, "text": "Hello there.", "words": [
+            {"start": 0.5, "end": 0.9, "word": "Hello", "probability": 0.9},
+            {"start": 0.9, "end": 1.5, "word": "there.", "probability": 0.8},
+        ]},
+        {"start": 2.0, "end": 2.4, "text": "Bye.", "words": [
+            {"start": 2.0, "end": 2.4, "word": "Bye.", "probability": 0.7},
+        ]},
+    ]  # fmt: skip
+    words = segment_words(json.dumps(segments), offset=10.0)
+    assert [w["word"] for w in words] == ["Hello", "there.", "Bye."]
+    assert [(w["start"], w["end"]) for w in words] == [(10.5, 10.9), (10.9, 11.5), (12.0, 12.4)]
+    assert segment_words([{"start": 0, "end": 1, "text": "no words"}]) == []
+    assert segment_words("") == [] and segment_words(None) == []
+
+
+def test_word_timing_scores_align_words_to_their_utterance():
+    utterances = [(0.0, 1.0, "Hello there."), (1.5, 3.0, "General Kenobi!")]
+    words = [
+        {"word": "hello", "start": 0.1, "end": 0.4},
+        {"word": "there", "start": 0.5, "end": 1.2},  # 0.2 s past its utterance
+        {"word": "general", "start": 1.6, "end": 2.0},
+        {"word": "canopy", "start": 2.1, "end": 2.9},  # a substitution, still aligned
+    ]
+    scores = word_timing_scores(utterances, words)
+    assert scores["wer"] == pytest.approx(0.25) and scores["aligned_words"] == 4
+    assert scores["inside"][0.0] == pytest.approx(0.75)
+    assert scores["inside"][0.25] == pytest.approx(1.0)
+
+
+def test_word_timestamps_of_the_offline_default_on_real_speech():
+    """pyannote's sample conversation (real speech, two people, overlap) against its STM.
+    Measured here, the file as one clip: WER 12.3 %, 84.9 % of words inside their utterance
+    exactly, 91.8 % within 0.1 s, 98.6 % within 0.25 s; through ``voxflow transcribe --words``
+    (benchmarks/word_timestamps.py: clips cut at pauses) 14.8 %, 86.8, 90.8 and 97.4 %. tiny.en's
+    cross-attention timings are off by 0.1-0.3 s at turn changes."""
+    audio, _ = load_audio(str(REAL / "audio" / "pyannote_sample.flac"), 16000)
+    config = TranscriptionConfig(word_timestamps=True, language="en")
+    row = Transcriber(config).transcribe([audio])[0]
+    words = segment_words(row["segments"])
+    assert all(w["start"] <= w["end"] for w in words)
+    assert all(a["start"] <= b["start"] for a, b in zip(words, words[1:], strict=False))
+    scores = word_timing_scores(read_stm(REAL / "stm" / "pyannote_sample.stm"), words)
+    assert scores["wer"] <= 0.2
+    assert scores["aligned_words"] >= 0.9 * scores["reference_words"]
+    assert scores["inside"][0.25] >= 0.95
+    assert scores["inside"][0.0] >= 0.8

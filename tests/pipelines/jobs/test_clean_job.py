@@ -21,6 +21,7 @@ pytestmark = pytest.mark.integration
 CONFIG = """
 steps: [enhance, speaker, transcribe, quality]
 clips: {min_seconds: 2.0, max_seconds: 12.0, single_speaker: split}
+transcription: {word_timestamps: true}
 filters:
   duration: "duration between 2 and 12"
   english: "language == en"
@@ -112,6 +113,8 @@ def test_tables_read_everywhere(cleaned):
 def test_nemo_and_lhotse_exports(cleaned, tmp_path):
     from lhotse import CutSet
 
+    from audio_ops.transcription import normalize_transcript
+
     _, out, _ = cleaned
     assert main(["export", "nemo", str(out), "--to", str(tmp_path / "nemo.jsonl")]) == 0
     lines = [json.loads(line) for line in (tmp_path / "nemo.jsonl").read_text().splitlines()]
@@ -127,6 +130,16 @@ def test_nemo_and_lhotse_exports(cleaned, tmp_path):
     cut = next(iter(cuts))
     assert cut.load_audio().shape[-1] == cut.num_samples
     assert cut.supervisions[0].text
+    # word timings (transcription.word_timestamps), in clip time, in all three places
+    for line, row in zip(lines, clips.itertuples(), strict=True):
+        words = list(row.words)
+        assert words and all(0 <= w["start"] <= w["end"] <= row.duration + 0.05 for w in words)
+        assert [w["word"] for w in line["words"]] == [w["word"] for w in words]
+    for cut in cuts:
+        items = cut.supervisions[0].alignment["word"]
+        assert items and all(0 <= item.start <= item.end <= cut.duration + 0.05 for item in items)
+        said = " ".join(item.symbol for item in items)
+        assert normalize_transcript(said) == normalize_transcript(cut.supervisions[0].text)
 
 
 @pytest.mark.parametrize(

@@ -254,7 +254,7 @@ def transcribed(ray_local, tmp_path_factory) -> Path:
         shutil.copy(path, root / path.name)
     (root / "empty.flac").write_bytes(b"")
     out = tmp_path_factory.mktemp("transcribe_out") / "run"
-    assert main(["transcribe", str(root), "--out", str(out), "-q"]) == 0
+    assert main(["transcribe", str(root), "--out", str(out), "--words", "-q"]) == 0
     return out
 
 
@@ -275,6 +275,24 @@ def test_transcripts_match_the_sample_references(transcribed):
     assert {"avg_logprob", "no_speech_prob", "compression_ratio", "hallucination"} <= set(
         transcripts.columns
     )
+
+
+@pytest.mark.integration
+def test_words_carry_file_times_inside_their_clip(transcribed):
+    from audio_ops.transcription import normalize_transcript
+
+    transcripts = pd.read_parquet(transcribed / "transcripts")
+    counted = 0
+    for clip in transcripts.itertuples():
+        words = list(clip.words)
+        starts = [w["start"] for w in words]
+        assert starts == sorted(starts)
+        assert all(clip.start - 0.05 <= w["start"] <= w["end"] <= clip.end + 0.05 for w in words)
+        # a word may be a piece ("all", "-way"): the same text once normalised
+        said = " ".join(w["word"] for w in words)
+        assert normalize_transcript(said) == normalize_transcript(clip.text)
+        counted += len(words)
+    assert counted >= 0.9 * transcripts["text"].str.split().str.len().sum() > 0
 
 
 @pytest.mark.integration
