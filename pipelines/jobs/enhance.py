@@ -67,6 +67,7 @@ class EnhanceFilesOperator(WholeFileOperator):
     columns = {
         "output": "",
         "enhancement": "",
+        "enhancement_atten_db": float("nan"),
         "snr_before_db": float("nan"),
         "duration": 0.0,
         "sample_rate": 0,
@@ -97,6 +98,7 @@ class EnhanceFilesOperator(WholeFileOperator):
         return {
             "output": target,
             "enhancement": stream.method,
+            "enhancement_atten_db": float(stream.atten_lim_db),
             "snr_before_db": float(stream.snr_before_db),
             "duration": frames / rate,
             "sample_rate": rate,

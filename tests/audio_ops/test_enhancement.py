@@ -297,8 +297,9 @@ def test_auto_does_not_damage_clean_input(kind):
     enhancer = Enhancer(EnhancementConfig())
     for snr in (15.0, 20.0, 30.0):
         out, info = enhancer.enhance(noisy(kind, snr), RATE)
-        assert info["enhancement"] in ("none", "spectral_gating")
         assert improvement(kind, snr, out) >= -0.5, (kind, snr, info)
+        if snr >= 20.0:  # DFN3 unlimited lost up to 7 dB here (babble, music)
+            assert info["enhancement"] in ("none", "spectral_gating"), (kind, snr, info)
     out, info = enhancer.enhance(speech(), RATE)
     assert info["enhancement"] == "none"
     np.testing.assert_array_equal(out, speech())
@@ -315,14 +316,81 @@ def test_auto_applies_dfn3_to_very_noisy_input():
 
 
 def test_auto_beats_blind_dfn3_on_babble():
-    """DFN3 keeps the babble's voices and damages the target (-2.9 dB at 10 dB SNR measured);
-    auto reads babble as clean-ish and applies at most the gate."""
+    """DFN3 keeps the babble's voices and damages the target (-5.9 dB at 15 dB SNR measured);
+    auto reads that babble above 20 dB and applies at most the gate."""
     enhancer = Enhancer(EnhancementConfig())
-    out, info = enhancer.enhance(noisy("babble", 10.0), RATE)
+    out, info = enhancer.enhance(noisy("babble", 15.0), RATE)
     assert info["enhancement"] != "dfn3"
-    auto_gain = improvement("babble", 10.0, out)
+    auto_gain = improvement("babble", 15.0, out)
     assert auto_gain >= -0.5
-    assert auto_gain >= improvement("babble", 10.0, enhance(noisy("babble", 10.0), RATE)) + 2.0
+    assert auto_gain >= improvement("babble", 15.0, enhance(noisy("babble", 15.0), RATE)) + 2.0
+
+
+REAL_VOICES = SAMPLE.parent / "real" / "voices"
+
+
+def real_pair(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(noisy, clean) of a VoiceBank-DEMAND test pair in examples/real/voices/enh."""
+    noisy_audio, _ = load_audio(str(REAL_VOICES / "enh" / "noisy" / f"{name}.flac"), RATE)
+    clean_audio, _ = load_audio(str(REAL_VOICES / "enh" / "clean" / f"{name}.flac"), RATE)
+    n = min(noisy_audio.size, clean_audio.size)
+    return noisy_audio[:n], clean_audio[:n]
+
+
+@pytest.mark.parametrize("name", ["cmgan_vbd_p232_003", "cmgan_vbd_p232_005"])
+def test_auto_applies_unlimited_dfn3_to_real_recorded_noise(name):
+    """Real DEMAND noise at 6.7 and 1.9 dB true SNR reads 12.5 and 8.8 dB blind; the policy
+    tuned on real noise (benchmarks/enhancement_real.py) gives DFN3 (+14.7, +14.1 dB measured)
+    where the earlier policy (DFN3 below 8 dB only) gated (+2.6, +1.3 dB). Its clean reference
+    as input is left alone or only gated."""
+    noisy_audio, clean = real_pair(name)
+    out, info = Enhancer(EnhancementConfig()).enhance(noisy_audio, RATE)
+    assert (info["enhancement"], info["enhancement_atten_db"]) == ("dfn3", 100.0)
+    gain = si_sdr(clean, out) - si_sdr(clean, noisy_audio)
+    assert gain >= 10.0
+    earlier = Enhancer(
+        EnhancementConfig(noisy_snr_db=8.0, clean_snr_db=20.0, mid_method="spectral_gating")
+    )
+    old_out, old_info = earlier.enhance(noisy_audio, RATE)
+    assert old_info["enhancement"] == "spectral_gating"
+    assert gain >= si_sdr(clean, old_out) - si_sdr(clean, noisy_audio) + 8.0
+    kept, info = Enhancer(EnhancementConfig()).enhance(clean, RATE)
+    assert info["enhancement"] in ("none", "spectral_gating")
+    assert si_sdr(clean, kept) >= 28.0
+
+
+@pytest.mark.parametrize(("target", "snr"), [(0, 15.0), (0, 20.0), (2, 20.0)])
+def test_auto_does_not_damage_real_speech_under_real_babble(target, snr):
+    """One real LibriSpeech voice over two others: DFN3 loses 2-7 dB (measured -4.8, -6.7,
+    -1.9); auto gates or leaves it (-0.1, -0.5, -0.3)."""
+    speakers = sorted((REAL_VOICES / "speakers").glob("libri_*"))
+
+    def utterance(speaker, index):
+        return load_audio(str(sorted(speaker.glob("*.flac"))[index]), RATE)[0]
+
+    clean = utterance(speakers[target], 0)
+    babble_audio = np.zeros(clean.size)
+    for k in (1, 2):
+        voice = np.resize(utterance(speakers[(target + k) % len(speakers)], 1), clean.size)
+        babble_audio += voice / np.sqrt(np.mean(voice.astype(np.float64) ** 2))
+    mixture = mix_at_snr(clean, babble_audio.astype(np.float32), snr)
+    out, info = Enhancer(EnhancementConfig()).enhance(mixture, RATE)
+    assert info["enhancement"] != "dfn3"
+    gain = si_sdr(clean, out) - si_sdr(clean, mixture)
+    assert gain >= -0.75
+    assert gain >= si_sdr(clean, enhance(mixture, RATE)) - si_sdr(clean, mixture) + 1.5
+
+
+def test_mid_band_method_and_attenuation_are_options():
+    enhancer = Enhancer(EnhancementConfig(mid_method="dfn3", mid_atten_db=12.0))
+    assert enhancer.decide(25.0) == ("dfn3", 12.0)
+    assert enhancer.decide(10.0) == ("dfn3", 100.0)
+    assert enhancer.decide(35.0)[0] == "none"
+    assert Enhancer(EnhancementConfig()).decide(25.0)[0] == "spectral_gating"
+    with pytest.raises(ValueError, match="mid_method"):
+        EnhancementConfig(mid_method="loud")
+    with pytest.raises(ValueError, match="mid_atten_db"):
+        EnhancementConfig(mid_atten_db=0.0)
 
 
 def test_a_signal_streamed_in_blocks_is_enhanced_as_it_is_whole():
@@ -471,7 +539,7 @@ def test_operator_batch_contract():
     rows = [
         (noisy("white", 0.0)[: RATE * 3], RATE, "dfn3"),
         (clean48, 48000, "none"),
-        (resample(noisy("white", 12.0), RATE, 8000)[: 8000 * 3], 8000, "spectral_gating"),
+        (resample(noisy("white", 24.0), RATE, 8000)[: 8000 * 3], 8000, "spectral_gating"),
     ]
     batch = {
         "file_id": np.array(["a", "b", "c"], dtype=object),
@@ -485,6 +553,8 @@ def test_operator_batch_contract():
     assert list(out["file_id"]) == ["a", "b", "c"]
     assert list(out["enhancement"]) == [expected for _, _, expected in rows]
     assert out["snr_before_db"].dtype == out["snr_after_db"].dtype == np.float64
+    assert out["enhancement_atten_db"][0] == 100.0
+    assert np.isnan(out["enhancement_atten_db"][1:]).all()
     for i, (audio, _, method) in enumerate(rows):
         enhanced = np.frombuffer(out["audio"][i], dtype=np.float32)
         assert enhanced.size == audio.size and np.isfinite(enhanced).all()
