@@ -167,6 +167,14 @@ class Funnel:
             self.kept += seconds
             self.clips_kept += 1
 
+    def drop_kept(self, seconds: float, reason: str) -> None:
+        """Move one kept clip's seconds to ``reason`` (a corpus-wide decision, such as
+        ``duplicate``, taken after the clip was counted as kept)."""
+        self.kept -= seconds
+        self.clips_kept -= 1
+        self.dropped[reason] = self.dropped.get(reason, 0.0) + seconds
+        self.clips_dropped[reason] = self.clips_dropped.get(reason, 0) + 1
+
     def check(self) -> None:
         """Raise if the parts do not sum to the whole (to float rounding)."""
         total = self.kept + sum(self.dropped.values())

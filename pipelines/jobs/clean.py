@@ -5,8 +5,10 @@
          -> load tasks (decode each clip's window only, loudness gain applied)
          -> the configured steps, each an actor pool: separate, enhance, speaker, transcribe,
             quality (any subset, in that order)
-         -> filter + write tasks (rules from the config; kept clips become FLAC under clips/)
-         -> driver: clips.parquet, rejected/, funnel, files/, errors/, _run.json
+         -> filter + write tasks (rules from the config; kept clips become FLAC under clips/,
+            with an audio fingerprint)
+         -> driver: near-duplicates across the corpus (all but one of each group dropped),
+            clips.parquet, rejected/, funnel, files/, errors/, _run.json
 
 Rows carry ``status``: ``ok`` rows are processed by each step; ``skip`` (set aside with a reason,
 e.g. ``too_short``, ``multi_speaker``) and ``error`` rows pass through untouched to the driver, so
@@ -22,7 +24,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from audio_ops import ADDED_LATER
 from audio_ops.clips import ClipConfig, clip_id, segment_file
+from audio_ops.duplicates import DuplicateConfig, fingerprint, group_duplicates
 from audio_ops.errors import error_kind
 from audio_ops.filters import Funnel, first_failure, parse_rules
 from audio_ops.io import ANALYSIS_RATE
@@ -70,6 +74,9 @@ class CleanRunConfig:
         transcription: the ``transcribe`` step's options (see ``audio_ops.transcription``).
         quality: the ``quality`` step's options (see ``audio_ops.quality``).
         filters: rules (``snr >= 15``...), a list or a ``name: rule`` mapping.
+        duplicates: near-duplicate detection across the corpus (see ``audio_ops.duplicates``):
+            of each group of kept clips with the same audio, the longest stays and the others
+            are dropped with reason ``duplicate``.
         resources: scheduling overrides by stage name.
         extensions: audio extensions a directory listing picks up.
         commit_files: finished files per committed shard (resume granularity) ...
@@ -88,6 +95,11 @@ class CleanRunConfig:
     transcription: dict[str, Any] = field(default_factory=dict)
     quality: dict[str, Any] = field(default_factory=dict)
     filters: Any = None
+    # Folders written before the check existed resume with ``duplicates: {enabled: false}``.
+    duplicates: DuplicateConfig = field(
+        default_factory=DuplicateConfig,
+        metadata={**ADDED_LATER, "before": DuplicateConfig(enabled=False)},
+    )
     resources: dict[str, StageResources] = field(default_factory=dict)
     extensions: tuple[str, ...] = ()
     commit_files: int = 64
@@ -485,15 +497,17 @@ class FilterWriteOperator:
     Args:
         rules: the parsed filter rules.
         out: the run's output folder.
+        fingerprints: give each kept clip its audio ``fingerprint`` (uint32 bytes, see
+            :func:`audio_ops.duplicates.fingerprint`) for the corpus-wide duplicate check.
     """
 
     num_cpus = 0.25
     batch_size = 8
     inputs = ("file_id", "start", "audio", "sample_rate")
-    outputs = ("reason", "status", "audio_path")
+    outputs = ("reason", "status", "audio_path", "fingerprint")
 
-    def __init__(self, rules: list, out: str):
-        self.rules, self.out = rules, out
+    def __init__(self, rules: list, out: str, fingerprints: bool = True):
+        self.rules, self.out, self.fingerprints = rules, out, fingerprints
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import io
@@ -501,7 +515,7 @@ class FilterWriteOperator:
         import soundfile as sf
 
         n = len(batch["file_id"])
-        reasons, paths = [], []
+        reasons, paths, prints = [], [], []
         for i in range(n):
             row = {
                 k: (v[i].item() if hasattr(v[i], "item") else v[i])
@@ -512,10 +526,16 @@ class FilterWriteOperator:
             reasons.append(reason)
             if reason:
                 paths.append("")
+                prints.append(b"")
                 continue
             name = f"clips/{clip_id(row['file_id'], row['start'])}.flac"
             buffer = io.BytesIO()
             samples = np.frombuffer(batch["audio"][i], dtype=np.float32)
+            prints.append(
+                fingerprint(samples, int(row["sample_rate"])).tobytes()
+                if self.fingerprints
+                else b""
+            )
             sf.write(buffer, samples, int(row["sample_rate"]), format="FLAC", subtype="PCM_16")
             write_bytes_atomic(join(self.out, name), buffer.getvalue())
             paths.append(name)
@@ -523,6 +543,7 @@ class FilterWriteOperator:
         out["reason"] = np.array(reasons, dtype=object)
         out["status"] = np.where(np.array(reasons, dtype=object) == "", "ok", "skip").astype(object)
         out["audio_path"] = np.array(paths, dtype=object)
+        out["fingerprint"] = np.array(prints, dtype=object)
         return out
 
 
@@ -543,6 +564,8 @@ _DROP = {
     "parts",
     "part_last",
 }
+#: Kept in the shards for the corpus-wide steps, not written to clips.parquet.
+_INTERNAL = ("fingerprint", "funnel_seconds")
 
 
 _FUNNEL_SCHEMA = pa.schema(
@@ -581,7 +604,16 @@ class CleanJob(FileJob):
                 kwargs["threads"] = self.threads_for(cls, name)
             stages.append(Stage(name, cls, kwargs))
         stages.append(
-            Stage("filter", FilterWriteOperator, {"rules": self.rules, "out": self.out}, False)
+            Stage(
+                "filter",
+                FilterWriteOperator,
+                {
+                    "rules": self.rules,
+                    "out": self.out,
+                    "fingerprints": self.config.duplicates.enabled,
+                },
+                False,
+            )
         )
         return stages
 
@@ -599,6 +631,7 @@ class CleanJob(FileJob):
         record["clip_id"] = clip_id(file_id, float(row.get("start") or 0.0))
         record["rel_path"] = file.listing.get("rel_path")
         if row.get("status") == "ok" and not reason:
+            record["funnel_seconds"] = seconds
             file.add("kept", [record])
             return
         text = row.get("text")
@@ -645,19 +678,65 @@ class CleanJob(FileJob):
         }
 
     def finalise(self, seen: set[str]) -> dict[str, Any]:
-        """``rejected/``, ``clips.parquet`` and the funnel from every committed shard."""
-        rejected = TableSink(join(self.out, "rejected"), _REJECTED_SCHEMA)
+        """``rejected/``, ``clips.parquet`` and the funnel from every committed shard; the
+        corpus-wide duplicate check runs here, over every kept clip."""
+        kept, duplicates, self.funnel = self._corpus(seen)
+        rejected = TableSink(join(self.out, "rejected"), _REJECTED_FINAL)
         for table in self.store.read("rejected"):
             rejected.add(r for r in table.to_pylist() if r["file_id"] in seen)
+        rejected.add(duplicates)
         rejected.close()
-        kept = [r for t in self.store.read("kept") for r in t.to_pylist() if r["file_id"] in seen]
-        kept.sort(key=lambda r: r["clip_id"])
+        for row in duplicates:  # their audio is in the clip kept in their place
+            _remove(absolute_audio_path(self.out, row["audio_path"]))
         _write_clips_table(self.out, kept)
-        self.funnel = _funnel_from(self.store, seen)
         write_table_atomic(
             join(self.out, "funnel.parquet"), pa.Table.from_pylist(self.funnel.rows())
         )
         return {"clips_kept": self.funnel.clips_kept}
+
+    def _corpus(self, seen: set[str]) -> tuple[list[dict], list[dict], Funnel]:
+        """The kept clips, the duplicates dropped from them (rejected rows) and the funnel."""
+        kept = [r for t in self.store.read("kept") for r in t.to_pylist() if r["file_id"] in seen]
+        kept.sort(key=lambda r: r["clip_id"])
+        funnel = _funnel_from(self.store, seen)
+        dropped = []
+        if self.config.duplicates.enabled and kept:
+            prints = [np.frombuffer(r.get("fingerprint") or b"", np.uint32) for r in kept]
+            group, keeper, _ = group_duplicates(
+                prints,
+                self.config.duplicates,
+                order=lambda i: (-float(kept[i].get("duration") or 0.0), kept[i]["clip_id"]),
+            )
+            still = []
+            for i, row in enumerate(kept):
+                row["duplicate_group"] = kept[keeper[i]]["clip_id"] if group[i] >= 0 else None
+                if keeper[i] == i:
+                    still.append(row)
+                    continue
+                seconds = float(row.get("funnel_seconds") or 0.0)
+                funnel.drop_kept(seconds, "duplicate")
+                text = row.get("text")
+                dropped.append(
+                    {
+                        "clip_id": row["clip_id"],
+                        "file_id": row["file_id"],
+                        "path": row.get("path"),
+                        "start": float(row.get("start") or 0.0),
+                        "end": float(row.get("end") or 0.0),
+                        "seconds": seconds,
+                        "reason": "duplicate",
+                        "error": "",
+                        "text": text if isinstance(text, str) else None,
+                        "duplicate_group": row["duplicate_group"],
+                        "audio_path": row.get("audio_path") or "",
+                    }
+                )
+            kept = still
+            funnel.check()
+        for row in kept:
+            for name in _INTERNAL:
+                row.pop(name, None)
+        return kept, dropped, funnel
 
     def record(self) -> dict[str, Any]:
         funnel = self.funnel
@@ -673,7 +752,7 @@ class CleanJob(FileJob):
         return summary, self.funnel
 
     def previous_result(self, summary: JobSummary) -> tuple[JobSummary, Funnel]:
-        return summary, _funnel_from(self.store, set(self.by_id))
+        return summary, self._corpus(set(self.by_id))[2]
 
 
 def run_clean(
@@ -752,6 +831,23 @@ _REJECTED_SCHEMA = pa.schema(
         ("text", pa.string()),
     ]
 )
+#: ``rejected/`` as written: a duplicate names its group (the clip kept in its place) and its
+#: FLAC, which is removed.
+_REJECTED_FINAL = pa.schema(
+    [*_REJECTED_SCHEMA, ("duplicate_group", pa.string()), ("audio_path", pa.string())]
+)
+
+
+def _remove(path: str) -> None:
+    import fsspec
+
+    fs, p = fsspec.core.url_to_fs(path)
+    try:
+        fs.rm(p)
+    except FileNotFoundError:
+        pass
+
+
 _FILES_SCHEMA = pa.schema(
     [
         ("path", pa.string()),

@@ -10,13 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from helpers import SAMPLE, make_hostile_corpus
+from helpers import SAMPLE, make_hostile_corpus, write_audio
 
+from audio_ops.io import load_audio
 from pipelines.cli import main
-from pipelines.engine.config import ConfigError, load_config
+from pipelines.engine.config import ConfigError, _hash_view, load_config
 from pipelines.reports.evaluate import read_rttm
 
 pytestmark = pytest.mark.integration
+DUPLICATED = "conv01_clean_3spk.flac"
 
 CONFIG = """
 steps: [enhance, speaker, transcribe, quality]
@@ -34,6 +36,10 @@ def cleaned(ray_local, tmp_path_factory):
     root = tmp_path_factory.mktemp("clean_in")
     for path in sorted((SAMPLE / "audio").iterdir()):
         shutil.copy(path, root / path.name)
+    # The same recording again, re-encoded (MP3 at 22.05 kHz), 6 dB quieter, 0.5 s later.
+    audio, rate = load_audio(str(SAMPLE / "audio" / DUPLICATED), 22050)
+    copy = np.concatenate([np.zeros(rate // 2, np.float32), audio * 0.5])
+    write_audio(root / "again" / "copy_of_conv01.mp3", copy[:, None], rate)
     hostile = make_hostile_corpus(root / "hostile")
     (root / "hostile" / "digital_silence.flac").unlink()
     hostile.pop("digital_silence.flac")
@@ -68,6 +74,39 @@ def test_every_second_is_accounted_for(cleaned):
     assert run["counts"]["ok"] + run["counts"]["errors"] == len(files)
 
 
+def test_a_re_encoded_copy_is_dropped_as_duplicate(cleaned):
+    """The copy's clips are the original's clips again: each is grouped with the one clip of
+    the original it repeats, one of the two is kept, and the other is dropped with reason
+    ``duplicate`` (its FLAC removed); no two clips of one recording are grouped."""
+    root, out, _ = cleaned
+    files = pd.read_parquet(out / "files").set_index("rel_path")
+    original, copy = (
+        files.loc[DUPLICATED, "file_id"],
+        files.loc["again/copy_of_conv01.mp3", "file_id"],
+    )
+    clips = pd.read_parquet(out / "clips.parquet")
+    rejected = pd.read_parquet(out / "rejected")
+    duplicates = rejected[rejected["reason"] == "duplicate"]
+    assert len(duplicates) >= 3
+    in_groups = pd.concat(
+        [
+            clips.loc[clips["duplicate_group"].notna(), ["clip_id", "file_id", "duplicate_group"]],
+            duplicates[["clip_id", "file_id", "duplicate_group"]],
+        ]
+    )
+    for group, members in in_groups.groupby("duplicate_group"):
+        assert sorted(members["file_id"]) == sorted([original, copy]), group
+        assert (clips.loc[clips["clip_id"] == group, "duplicate_group"] == group).all()
+    # Every clip the original and the copy both kept before the check is now in one group.
+    of_copy = clips[clips["file_id"] == copy]
+    assert of_copy["duplicate_group"].notna().all()
+    for row in duplicates.itertuples():
+        assert not (out / row.audio_path).exists()
+    funnel = pd.read_parquet(out / "funnel.parquet").set_index("stage")
+    assert funnel.loc["duplicate", "clips"] == len(duplicates)
+    assert funnel.loc["duplicate", "hours"] == pytest.approx(duplicates["seconds"].sum() / 3600)
+
+
 def test_clips_are_in_bounds_in_pauses_and_written(cleaned):
     _, out, _ = cleaned
     clips = pd.read_parquet(out / "clips.parquet")
@@ -80,9 +119,12 @@ def test_clips_are_in_bounds_in_pauses_and_written(cleaned):
         assert rate == 16000 and abs(len(audio) / rate - row.duration) < 0.01
         assert np.abs(audio).max() < 1.0
         stem = row.path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        shift = 0.0
+        if stem == "copy_of_conv01":  # the original's turns, 0.5 s later
+            stem, shift = DUPLICATED.rsplit(".", 1)[0], 0.5
         reference = read_rttm(SAMPLE / "rttm" / f"{stem}.rttm")
         overlapped = "overlap" in stem  # the file whose speakers talk over each other
-        for point in (row.start, row.end):
+        for point in (row.start - shift, row.end - shift):
             boundaries[overlapped] += 1
             outside[overlapped] += not any(
                 t.start < point < t.start + t.duration for t in reference
@@ -150,6 +192,8 @@ def test_nemo_and_lhotse_exports(cleaned, tmp_path):
         ("clips: {min_seconds: three}\n", "clips.min_seconds: expected float"),
         ("filters: ['snr >= 15']\n", "no stage produces the column 'snr'"),
         ("steps: [speaker]\nfilters: ['text != \"\"']\n", "no stage produces the column 'text'"),
+        ("duplicates: {max_ber: 0.9}\n", "max_ber"),
+        ("duplicates: {maxber: 0.3}\n", "maxber"),
     ],
 )
 def test_wrong_config_fails_before_any_work(tmp_path, capsys, text, message):
@@ -171,6 +215,19 @@ def test_config_round_trip():
     assert config.clips.max_seconds == 20.0
     with pytest.raises(ConfigError):
         load_config(CleanRunConfig, None, {"sample_rate": 12345})
+
+
+def test_folders_from_before_the_duplicate_check_keep_their_hash_when_it_is_off():
+    from pipelines.engine.config import config_hash
+    from pipelines.jobs.clean import CleanRunConfig
+
+    off = load_config(CleanRunConfig, None, {"duplicates.enabled": False})
+    assert off.duplicates.enabled is False
+    default = load_config(CleanRunConfig, None, {})
+    assert "duplicates" not in json.dumps(_hash_view(off))
+    assert config_hash(off) != config_hash(default)  # the new default counts
+    tighter = load_config(CleanRunConfig, None, {"duplicates.max_ber": 0.2})
+    assert tighter.duplicates.max_ber == 0.2 and config_hash(tighter) != config_hash(default)
 
 
 def test_clean_applies_the_error_policy(ray_local, tmp_path, capsys):
