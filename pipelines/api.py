@@ -147,6 +147,17 @@ def run(
     dotted = {key.replace("__", "."): value for key, value in overrides.items()}
     run_config = build_config(cls.config_class, config, dotted)
     folder = os.fspath(out) if out is not None else tempfile.mkdtemp(prefix=f"voxflow-{job}-")
+    if job == "clean":
+        diarize_for_clean(
+            inputs,
+            folder,
+            run_config,
+            address=address,
+            quiet=quiet,
+            num_cpus=num_cpus,
+            policy=ErrorPolicy(max_error_rate=max_error_rate),
+            overwrite=overwrite,
+        )
     returned = cls.launch(
         [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs),
         folder,
@@ -162,6 +173,29 @@ def run(
         (returned[0], {"funnel": returned[1]}) if isinstance(returned, tuple) else (returned, {})
     )
     return Result(job, folder, summary, extra)
+
+
+def diarize_for_clean(inputs, out: str, config: Any, **launch: Any) -> None:
+    """``clean`` with ``speaker_ids: diarize``: run ``voxflow diarize`` (its defaults) on the
+    same inputs into ``OUT/diarization`` first, a resumable run of its own; the clean run reads
+    its ``segments/`` in its final step. Nothing to do for other configs.
+
+    Args:
+        inputs: the clean run's inputs.
+        out: the clean run's folder.
+        config: the clean run's :class:`pipelines.jobs.clean.CleanRunConfig`.
+        launch: :meth:`pipelines.engine.lifecycle.Job.launch`'s options (address, quiet...).
+    """
+    if getattr(config, "speaker_ids", None) != "diarize":
+        return
+    from pipelines.engine.sinks import join
+
+    _job_class("diarize").launch(
+        [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs),
+        join(os.fspath(out), "diarization"),
+        None,
+        **launch,
+    )
 
 
 def probe(inputs, out=None, config=None, **options: Any) -> Result:

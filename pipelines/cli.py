@@ -358,9 +358,11 @@ def _cmd_file_job(args: argparse.Namespace) -> int:
 
 
 def _cmd_clean(args: argparse.Namespace) -> int:
+    from pipelines.api import diarize_for_clean
     from pipelines.jobs.clean import CleanRunConfig, run_clean
 
     config = load_config(CleanRunConfig, args.config)
+    diarize_for_clean(args.inputs, args.out, config, **_job_options(args), overwrite=args.overwrite)
     summary, funnel = run_clean(
         args.inputs,
         args.out,

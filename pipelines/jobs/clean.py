@@ -7,8 +7,9 @@
             quality (any subset, in that order)
          -> filter + write tasks (rules from the config; kept clips become FLAC under clips/,
             with an audio fingerprint)
-         -> driver: near-duplicates across the corpus (all but one of each group dropped),
-            clips.parquet, rejected/, funnel, files/, errors/, _run.json
+         -> driver: speaker ids from a diarization (``speaker_ids``), near-duplicates across
+            the corpus (all but one of each group dropped), hours balanced per speaker
+            (``balance``), then clips.parquet, rejected/, funnel, files/, errors/, _run.json
 
 Rows carry ``status``: ``ok`` rows are processed by each step; ``skip`` (set aside with a reason,
 e.g. ``too_short``, ``multi_speaker``) and ``error`` rows pass through untouched to the driver, so
@@ -25,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from audio_ops import ADDED_LATER
+from audio_ops.balance import BalanceConfig, assign_speakers, balance
 from audio_ops.clips import ClipConfig, clip_id, segment_file
 from audio_ops.duplicates import DuplicateConfig, fingerprint, group_duplicates
 from audio_ops.errors import error_kind
@@ -77,6 +79,11 @@ class CleanRunConfig:
         duplicates: near-duplicate detection across the corpus (see ``audio_ops.duplicates``):
             of each group of kept clips with the same audio, the longest stays and the others
             are dropped with reason ``duplicate``.
+        speaker_ids: ``diarize``: ``voxflow clean`` (and ``api.clean``) runs ``voxflow
+            diarize`` on the same inputs into ``OUT/diarization`` first (resumable like any
+            run), and each kept clip gets its ``speaker_global`` and ``speaker_share``; a folder
+            or URL: an existing diarize run over the same input paths; None: no speaker ids.
+        balance: hours per speaker (see ``audio_ops.balance``).
         resources: scheduling overrides by stage name.
         extensions: audio extensions a directory listing picks up.
         commit_files: finished files per committed shard (resume granularity) ...
@@ -100,6 +107,8 @@ class CleanRunConfig:
         default_factory=DuplicateConfig,
         metadata={**ADDED_LATER, "before": DuplicateConfig(enabled=False)},
     )
+    speaker_ids: str | None = field(default=None, metadata=ADDED_LATER)
+    balance: BalanceConfig = field(default_factory=BalanceConfig, metadata=ADDED_LATER)
     resources: dict[str, StageResources] = field(default_factory=dict)
     extensions: tuple[str, ...] = ()
     commit_files: int = 64
@@ -115,6 +124,11 @@ class CleanRunConfig:
             raise ConfigError(f"sample_rate: {self.sample_rate} is not a supported rate")
         if self.max_gain_db < 0:
             raise ConfigError("max_gain_db must be >= 0")
+        if self.balance.active and self.balance.by == "speaker_global" and not self.speaker_ids:
+            raise ConfigError(
+                "balance.by: speaker_global needs speaker_ids (diarize, or a diarize output "
+                "folder); or balance by another clip column"
+            )
 
 
 def validate(config: CleanRunConfig) -> list:
@@ -122,7 +136,14 @@ def validate(config: CleanRunConfig) -> list:
     work starts, naming the key."""
     from pipelines.engine.config import from_dict
 
-    rules = parse_rules(config.filters, filter_columns(config))
+    columns = filter_columns(config)
+    rules = parse_rules(config.filters, columns)
+    if config.balance.active and config.balance.by != "speaker_global":
+        if config.balance.by not in columns | {"clip_id", "rel_path"}:
+            raise ConfigError(
+                f"balance.by: no step gives the clips a column {config.balance.by!r} "
+                f"(known: speaker_global with speaker_ids, {', '.join(sorted(columns))})"
+            )
     for step in config.steps:
         cls, section = _step_config_class(step)
         if cls is not None:
@@ -588,6 +609,37 @@ class CleanJob(FileJob):
     def preflight(self) -> None:
         self.rules = validate(self.config)
 
+    def _speaker_turns(self) -> list[tuple[str, float, float, str]]:
+        """``(file_id, start, end, speaker_global)`` of the diarization ``speaker_ids`` names.
+        ``diarize``: ``OUT/diarization``, which ``voxflow clean`` and ``api.clean`` run first
+        (:func:`pipelines.api.diarize_for_clean`; a job never runs another)."""
+        source = self.config.speaker_ids
+        if source == "diarize":
+            source = join(self.out, "diarization")
+        import fsspec
+        import pyarrow.parquet as pq
+
+        url = join(source, "segments")
+        fs, path = fsspec.core.url_to_fs(url)
+        if not fs.exists(path):
+            raise ConfigError(
+                f"speaker_ids: {source} has no segments/ table: a voxflow diarize run folder "
+                "is needed (speaker_ids: diarize makes one when run by voxflow clean or "
+                "api.clean)"
+            )
+        table = pq.read_table(
+            path, filesystem=fs, columns=["file_id", "start", "end", "speaker_global"]
+        )
+        return list(
+            zip(
+                table.column("file_id").to_pylist(),
+                table.column("start").to_pylist(),
+                table.column("end").to_pylist(),
+                table.column("speaker_global").to_pylist(),
+                strict=True,
+            )
+        )
+
     def schemas(self, listing: list[dict[str, Any]]) -> dict[str, pa.Schema | None]:
         return {
             "files": _FILES_SCHEMA,
@@ -680,31 +732,66 @@ class CleanJob(FileJob):
     def finalise(self, seen: set[str]) -> dict[str, Any]:
         """``rejected/``, ``clips.parquet`` and the funnel from every committed shard; the
         corpus-wide duplicate check runs here, over every kept clip."""
-        kept, duplicates, self.funnel = self._corpus(seen)
+        self.speakers_matched = None
+        kept, dropped, self.funnel = self._corpus(seen)
         rejected = TableSink(join(self.out, "rejected"), _REJECTED_FINAL)
         for table in self.store.read("rejected"):
             rejected.add(r for r in table.to_pylist() if r["file_id"] in seen)
-        rejected.add(duplicates)
+        rejected.add(dropped)
         rejected.close()
-        for row in duplicates:  # their audio is in the clip kept in their place
+        for row in dropped:  # dropped after their FLAC was written
             _remove(absolute_audio_path(self.out, row["audio_path"]))
         _write_clips_table(self.out, kept)
         write_table_atomic(
             join(self.out, "funnel.parquet"), pa.Table.from_pylist(self.funnel.rows())
         )
-        return {"clips_kept": self.funnel.clips_kept}
+        counts = {"clips_kept": self.funnel.clips_kept}
+        if self.speakers_matched is not None:  # kept clips a diarized speaker was found for
+            counts["clips_with_speaker"] = self.speakers_matched
+        return counts
 
     def _corpus(self, seen: set[str]) -> tuple[list[dict], list[dict], Funnel]:
-        """The kept clips, the duplicates dropped from them (rejected rows) and the funnel."""
+        """The kept clips, the clips the corpus-wide steps dropped from them (rejected rows:
+        ``duplicate``, ``speaker_cap``, ``speaker_min_clips``) and the funnel."""
+        config = self.config
         kept = [r for t in self.store.read("kept") for r in t.to_pylist() if r["file_id"] in seen]
         kept.sort(key=lambda r: r["clip_id"])
         funnel = _funnel_from(self.store, seen)
-        dropped = []
-        if self.config.duplicates.enabled and kept:
+        dropped: list[dict] = []
+
+        def drop(row: dict, reason: str) -> None:
+            seconds = float(row.get("funnel_seconds") or 0.0)
+            funnel.drop_kept(seconds, reason)
+            text = row.get("text")
+            dropped.append(
+                {
+                    "clip_id": row["clip_id"],
+                    "file_id": row["file_id"],
+                    "path": row.get("path"),
+                    "start": float(row.get("start") or 0.0),
+                    "end": float(row.get("end") or 0.0),
+                    "seconds": seconds,
+                    "reason": reason,
+                    "error": "",
+                    "text": text if isinstance(text, str) else None,
+                    "duplicate_group": row.get("duplicate_group"),
+                    "audio_path": row.get("audio_path") or "",
+                    "speaker_global": row.get("speaker_global"),
+                }
+            )
+
+        if config.speaker_ids and kept:
+            spans = [(r["file_id"], float(r["start"]), float(r["end"])) for r in kept]
+            for row, (speaker, share) in zip(
+                kept, assign_speakers(spans, self._speaker_turns()), strict=True
+            ):
+                row["speaker_global"], row["speaker_share"] = speaker, share
+            self.speakers_matched = sum(r["speaker_global"] is not None for r in kept)
+        if config.duplicates.enabled and kept:
             prints = [np.frombuffer(r.get("fingerprint") or b"", np.uint32) for r in kept]
             group, keeper, _ = group_duplicates(
                 prints,
-                self.config.duplicates,
+                config.duplicates,
                 order=lambda i: (-float(kept[i].get("duration") or 0.0), kept[i]["clip_id"]),
             )
             still = []
@@ -712,27 +799,21 @@ class CleanJob(FileJob):
                 row["duplicate_group"] = kept[keeper[i]]["clip_id"] if group[i] >= 0 else None
                 if keeper[i] == i:
                     still.append(row)
-                    continue
-                seconds = float(row.get("funnel_seconds") or 0.0)
-                funnel.drop_kept(seconds, "duplicate")
-                text = row.get("text")
-                dropped.append(
-                    {
-                        "clip_id": row["clip_id"],
-                        "file_id": row["file_id"],
-                        "path": row.get("path"),
-                        "start": float(row.get("start") or 0.0),
-                        "end": float(row.get("end") or 0.0),
-                        "seconds": seconds,
-                        "reason": "duplicate",
-                        "error": "",
-                        "text": text if isinstance(text, str) else None,
-                        "duplicate_group": row["duplicate_group"],
-                        "audio_path": row.get("audio_path") or "",
-                    }
-                )
+                else:
+                    drop(row, "duplicate")
             kept = still
-            funnel.check()
+        if config.balance.active and kept:
+            if config.balance.by not in kept[0]:
+                raise ConfigError(
+                    f"balance.by: the clips have no column {config.balance.by!r} "
+                    f"(they have: {', '.join(sorted(kept[0]))})"
+                )
+            reasons = balance(kept, config.balance)
+            for row, reason in zip(kept, reasons, strict=True):
+                if reason:
+                    drop(row, reason)
+            kept = [row for row, reason in zip(kept, reasons, strict=True) if not reason]
+        funnel.check()
         for row in kept:
             for name in _INTERNAL:
                 row.pop(name, None)
@@ -831,10 +912,15 @@ _REJECTED_SCHEMA = pa.schema(
         ("text", pa.string()),
     ]
 )
-#: ``rejected/`` as written: a duplicate names its group (the clip kept in its place) and its
-#: FLAC, which is removed.
+#: ``rejected/`` as written: a clip the corpus-wide steps dropped names its FLAC (removed), a
+#: duplicate its group (the clip kept in its place), a capped clip its speaker.
 _REJECTED_FINAL = pa.schema(
-    [*_REJECTED_SCHEMA, ("duplicate_group", pa.string()), ("audio_path", pa.string())]
+    [
+        *_REJECTED_SCHEMA,
+        ("duplicate_group", pa.string()),
+        ("audio_path", pa.string()),
+        ("speaker_global", pa.string()),
+    ]
 )
 
 

@@ -150,6 +150,9 @@ def export_nemo(run: str, target: str | None = None) -> str:
                 record["lang"] = row.language
             record["source"] = row.path
             record["source_offset"] = round(float(row.start), 3)
+            speaker = getattr(row, "speaker_global", None)
+            if isinstance(speaker, str):  # clean's speaker_ids: the corpus-wide speaker
+                record["speaker"] = speaker
             words = _words(row)
             if words:  # an extra key: NeMo's ASR datasets read only the ones they know
                 record["words"] = [
@@ -197,6 +200,9 @@ def export_lhotse(run: str, directory: str | None = None) -> dict[str, str]:
                 "language": getattr(row, "language", None),
                 "custom": {"source": row.path, "source_start": float(row.start)},
             }
+            speaker = getattr(row, "speaker_global", None)
+            if isinstance(speaker, str):  # clean's speaker_ids: the corpus-wide speaker
+                supervision["speaker"] = speaker
             words = _words(row)
             if words:  # Lhotse AlignmentItem lists: symbol, start, duration, score
                 supervision["alignment"] = {

@@ -15,8 +15,10 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pytest
+import soundfile as sf
 from helpers import REPO, SAMPLE
 
+from audio_ops.io import load_audio
 from pipelines.cli import main
 from pipelines.engine.config import ConfigError
 from pipelines.engine.resume import SHARDS_DIR, ShardStore, open_run, shard_name
@@ -243,6 +245,10 @@ def test_a_new_linking_config_relinks_without_diarizing_again(ray_local, tmp_pat
 def test_clean_resumes_a_cut_off_run_to_the_same_clips_and_funnel(ray_local, tmp_path):
     corpus = _corpus(tmp_path / "corpus", copies=1)
     (corpus / "set0" / "broken.wav").write_bytes(b"RIFF....WAVEfmt ")  # an error row, too
+    # A quieter copy at another rate: its clips are dropped as duplicates in the final step,
+    # which must come out the same after a resume.
+    audio, rate = load_audio(str(SAMPLE / "audio" / "conv01_clean_3spk.flac"), 22050)
+    sf.write(corpus / "set0" / "copy.wav", audio * 0.5, rate)
     config = tmp_path / "clean.yaml"
     config.write_text(
         "steps: [speaker, quality]\ncommit_files: 1\n"
@@ -259,10 +265,11 @@ def test_clean_resumes_a_cut_off_run_to_the_same_clips_and_funnel(ray_local, tmp
         "files": pd.read_parquet(out / "files").sort_values("file_id"),
     }
     clips_before = sorted(p.name for p in (out / "clips").iterdir())
+    assert (want["rejected"]["reason"] == "duplicate").sum() >= 2
 
-    # Cut the run off: three of its six input shards never committed, the run never finished.
+    # Cut the run off: three of its seven input shards never committed, the run never finished.
     markers = sorted((out / SHARDS_DIR / "files").glob("shard-*.parquet"))
-    assert len(markers) == 6
+    assert len(markers) == 7
     for marker in markers[:3]:
         marker.unlink()
     for table in ("files", "rejected", "clips.parquet", "funnel.parquet"):
@@ -284,7 +291,7 @@ def test_clean_resumes_a_cut_off_run_to_the_same_clips_and_funnel(ray_local, tmp
         )
     assert sorted(p.name for p in (out / "clips").iterdir()) == clips_before
     record = json.loads((out / "_run.json").read_text())
-    assert record["status"] == "complete" and record["counts"]["skipped_committed"] == 3
+    assert record["status"] == "complete" and record["counts"]["skipped_committed"] == 4
     assert record["counts"]["errors"] == 1
 
     before = _snapshot(out)  # finished: running it again writes nothing

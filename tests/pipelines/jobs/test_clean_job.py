@@ -193,6 +193,9 @@ def test_nemo_and_lhotse_exports(cleaned, tmp_path):
         ("filters: ['snr >= 15']\n", "no stage produces the column 'snr'"),
         ("steps: [speaker]\nfilters: ['text != \"\"']\n", "no stage produces the column 'text'"),
         ("duplicates: {max_ber: 0.9}\n", "max_ber"),
+        ("balance: {max_hours_per_speaker: 10}\n", "needs speaker_ids"),
+        ("balance: {by: narrator, min_clips_per_speaker: 2}\n", "no step gives the clips"),
+        ("speaker_ids: diarize\nbalance: {max_hours_per_speaker: -1}\n", "max_hours_per_speaker"),
         ("duplicates: {maxber: 0.3}\n", "maxber"),
     ],
 )
@@ -253,3 +256,64 @@ def test_clean_applies_the_error_policy(ray_local, tmp_path, capsys):
         == 1
     )
     assert "first failure (--fail-fast)" in capsys.readouterr().err
+
+
+def test_clips_carry_the_corpus_wide_speaker_and_hours_are_capped(ray_local, tmp_path):
+    """Three conversations of the same three real LibriSpeech speakers (made by
+    benchmarks/real_conversations.py from examples/real/voices): with ``speaker_ids: diarize``
+    every kept clip names its person's one global id in every file (measured: 22 of 22 clips,
+    3 ids for 3 people), ``balance`` caps each speaker's hours with reason ``speaker_cap``, and
+    the funnel still adds up. The diarization is a resumable run of its own under the output."""
+    from benchmarks.real_conversations import make_conversations
+
+    corpus = tmp_path / "conversations"
+    make_conversations(str(corpus), "dev", 3, 1, str(SAMPLE.parent / "real" / "voices"))
+    config = tmp_path / "clean.yaml"
+    cap = 0.005  # 18 s per speaker, of about 30 s each keeps before the cap
+    config.write_text(
+        "steps: [speaker]\n"
+        "clips: {min_seconds: 1.0, max_seconds: 8.0, single_speaker: split}\n"
+        "speaker_ids: diarize\n"
+        # The conversations reuse their nine utterances, so most clips have copies; the copy
+        # check is tested on its own above.
+        "duplicates: {enabled: false}\n"
+        f"balance: {{max_hours_per_speaker: {cap}, min_clips_per_speaker: 1}}\n"
+    )
+    out = tmp_path / "out"
+    args = ["clean", str(corpus / "audio"), "--out", str(out), "--config", str(config), "-q"]
+    assert main(args) == 0
+    clips = pd.read_parquet(out / "clips.parquet")
+    assert len(clips) >= 15 and clips["speaker_global"].notna().all()
+    assert set(clips["speaker_global"]) <= set(
+        pd.read_parquet(out / "diarization" / "segments")["speaker_global"]
+    )
+    people: dict[str, set[str]] = {}
+    for row in clips.itertuples():
+        reference = read_rttm(corpus / "rttm" / f"{row.path.rsplit('/', 1)[-1][:-5]}.rttm")
+        heard: dict[str, float] = {}
+        for turn in reference:
+            overlap = min(row.end, turn.start + turn.duration) - max(row.start, turn.start)
+            if overlap > 0:
+                heard[turn.speaker] = heard.get(turn.speaker, 0.0) + overlap
+        people.setdefault(row.speaker_global, set()).add(max(heard, key=heard.get))
+    assert len(people) == 3 and all(len(p) == 1 for p in people.values()), people
+    assert (clips.groupby("speaker_global")["duration"].sum() / 3600 <= cap + 1e-9).all()
+    assert clips["speaker_share"].between(0.5, 1.0).all()
+    rejected = pd.read_parquet(out / "rejected")
+    capped = rejected[rejected["reason"] == "speaker_cap"]
+    assert len(capped) >= 5 and capped["speaker_global"].notna().all()
+    assert not any((out / p).exists() for p in capped["audio_path"])
+    funnel = pd.read_parquet(out / "funnel.parquet").set_index("stage")
+    files = pd.read_parquet(out / "files")
+    assert funnel["hours"].sum() == pytest.approx(files["duration"].sum() / 3600, rel=1e-9)
+    assert funnel.loc["speaker_cap", "hours"] == pytest.approx(capped["seconds"].sum() / 3600)
+    assert funnel.loc["kept", "hours"] == pytest.approx(clips["duration"].sum() / 3600)
+    run = json.loads((out / "_run.json").read_text())
+    assert run["counts"]["clips_with_speaker"] == len(clips) + len(capped)
+    # The Lhotse export names each supervision's speaker.
+    paths = main(["export", "lhotse", str(out)])
+    assert paths == 0
+    supervisions = [
+        json.loads(x) for x in (out / "lhotse" / "supervisions.jsonl").read_text().splitlines()
+    ]
+    assert {s["speaker"] for s in supervisions} == set(clips["speaker_global"])
