@@ -4,7 +4,6 @@ utterances are grouped with their originals; different utterances of one speaker
 from __future__ import annotations
 
 import functools
-import io
 
 import numpy as np
 import pytest
@@ -21,6 +20,7 @@ from audio_ops.duplicates import (
     minhash,
 )
 from audio_ops.io import load_audio, resample
+from benchmarks.duplicates import mp3
 
 VOICES = REPO / "examples" / "real" / "voices" / "speakers"
 RATE = 16000
@@ -33,29 +33,6 @@ def utterances() -> tuple[tuple[str, np.ndarray], ...]:
     for path in sorted(VOICES.glob("libri_*/*.flac")):
         out.append((path.parent.name, load_audio(str(path), RATE)[0]))
     return tuple(out)
-
-
-def mp3(audio: np.ndarray, rate: int, kbps: int) -> np.ndarray:
-    """``audio`` (16 kHz) through an MP3 at ``rate`` and ``kbps``, decoded back to 16 kHz."""
-    import av
-
-    x = resample(audio, RATE, rate)
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format="mp3") as container:
-        stream = container.add_stream("libmp3lame", rate=rate, layout="mono")
-        stream.bit_rate = kbps * 1000
-        frame = av.AudioFrame.from_ndarray(
-            np.ascontiguousarray(x[None].astype(np.float32)), format="fltp", layout="mono"
-        )
-        frame.sample_rate = rate
-        for packet in stream.encode(frame):
-            container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    buffer.seek(0)
-    with av.open(buffer) as container:
-        decoded = np.concatenate([f.to_ndarray().mean(0) for f in container.decode(audio=0)])
-    return resample(decoded.astype(np.float32), rate, RATE)
 
 
 def copies(audio: np.ndarray) -> dict[str, np.ndarray]:
