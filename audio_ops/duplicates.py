@@ -130,7 +130,11 @@ def minhash(prints: np.ndarray, keys: int = 24) -> np.ndarray:
     for an empty fingerprint (such clips are not indexed)."""
     if prints.size == 0:
         return np.zeros(keys, np.uint32)
-    values = halves(prints)
+    return _minhash_of(halves(prints), keys)
+
+
+def _minhash_of(values: np.ndarray, keys: int) -> np.ndarray:
+    """:func:`minhash` of a non-empty :func:`halves` set."""
     out = np.empty(keys, np.uint32)
     for k in range(keys):
         out[k] = np.uint32(int(_hash64(values, 0x5EED0000 + k).min()) >> 32) | 1
@@ -222,12 +226,13 @@ def group_duplicates(
     """
     config = config or DuplicateConfig()
     n = len(prints)
+    # Each clip's set of halves, made once: the MinHash keys and the Jaccard pre-test use it.
+    sets = [halves(p) if p.size else np.zeros(0, np.uint64) for p in prints]
     if hashes is None:
-        hashes = (
-            np.stack([minhash(p, config.keys) for p in prints])
-            if n
-            else np.zeros((0, config.keys), np.uint32)
-        )
+        hashes = np.zeros((n, config.keys), np.uint32)
+        for i, values in enumerate(sets):
+            if values.size:
+                hashes[i] = _minhash_of(values, config.keys)
     shift = int(round(config.max_shift * FP_RATE / FP_HOP))
     parent = list(range(n))
 
@@ -237,7 +242,6 @@ def group_duplicates(
             i = parent[i]
         return i
 
-    sets = [halves(p) if p.size else np.zeros(0, np.uint64) for p in prints]
     verified = []
     for i, j in candidate_pairs(hashes):
         if find(i) == find(j):

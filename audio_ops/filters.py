@@ -167,6 +167,22 @@ class Funnel:
             self.kept += seconds
             self.clips_kept += 1
 
+    @classmethod
+    def from_rows(cls, rows: list[dict[str, Any]]) -> Funnel:
+        """The funnel :meth:`rows` wrote (``stage``, ``clips``, ``hours``), read back."""
+        funnel = cls()
+        for row in rows:
+            seconds, clips = float(row["hours"]) * 3600, int(row["clips"])
+            funnel.seconds_in += seconds
+            funnel.clips_in += clips
+            if row["stage"] == "kept":
+                funnel.kept, funnel.clips_kept = seconds, clips
+            else:
+                funnel.dropped[row["stage"]] = seconds
+                funnel.clips_dropped[row["stage"]] = clips
+        funnel.check()
+        return funnel
+
     def drop_kept(self, seconds: float, reason: str) -> None:
         """Move one kept clip's seconds to ``reason`` (a corpus-wide decision, such as
         ``duplicate``, taken after the clip was counted as kept)."""

@@ -147,26 +147,20 @@ def run(
     dotted = {key.replace("__", "."): value for key, value in overrides.items()}
     run_config = build_config(cls.config_class, config, dotted)
     folder = os.fspath(out) if out is not None else tempfile.mkdtemp(prefix=f"voxflow-{job}-")
+    launch = {
+        "address": address,
+        "quiet": quiet,
+        "num_cpus": num_cpus,
+        "policy": ErrorPolicy(max_error_rate=max_error_rate),
+        "overwrite": overwrite,
+    }
     if job == "clean":
-        diarize_for_clean(
-            inputs,
-            folder,
-            run_config,
-            address=address,
-            quiet=quiet,
-            num_cpus=num_cpus,
-            policy=ErrorPolicy(max_error_rate=max_error_rate),
-            overwrite=overwrite,
-        )
+        diarize_for_clean(inputs, folder, run_config, **launch)
     returned = cls.launch(
         [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs),
         folder,
         run_config,
-        address=address,
-        quiet=quiet,
-        num_cpus=num_cpus,
-        policy=ErrorPolicy(max_error_rate=max_error_rate),
-        overwrite=overwrite,
+        **launch,
         **(job_options or {}),
     )
     summary, extra = (

@@ -66,7 +66,8 @@ def _list(directory: str) -> list[str]:
     return sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
 
 
-def _remove(url: str, recursive: bool = False) -> None:
+def remove(url: str, recursive: bool = False) -> None:
+    """Delete a file (or, ``recursive``, a folder), local or URL; nothing if it is absent."""
     if is_local(url):
         path = normalize_uri(url)
         if os.path.isdir(path):
@@ -133,7 +134,7 @@ class ShardStore:
         for table in self.schemas:
             for name in _list(join(self.root, table)):
                 if ".tmp-" in name or (table != MARKER and name not in keep):
-                    _remove(join(self.root, table, name))
+                    remove(join(self.root, table, name))
         return names
 
     def committed_ids(self) -> set[str]:
@@ -188,7 +189,7 @@ class ShardStore:
 
     def remove_all(self) -> None:
         """Delete every shard (after an ``overwrite``)."""
-        _remove(self.root, recursive=True)
+        remove(self.root, recursive=True)
 
 
 @dataclass
@@ -346,7 +347,7 @@ def open_run(
     previous = read_run_json(out)
     if previous is not None and overwrite:
         for rel in [*owned, SHARDS_DIR, "_run.json"]:
-            _remove(join(out, rel), recursive=True)
+            remove(join(out, rel), recursive=True)
         previous = None
     if previous is not None:
         same_shards = shards is not None and previous.get("shards_hash") == shards

@@ -38,7 +38,7 @@ from audio_ops.transcription import TRANSCRIPT_COLUMNS, segment_words
 from audio_ops.vad import VadConfig, speech_seconds
 from pipelines.engine.config import ConfigError, StageResources
 from pipelines.engine.filejob import LISTING_COLUMNS, FileJob, FileState, Stage, rows_to_batch
-from pipelines.engine.resume import ShardStore
+from pipelines.engine.resume import ShardStore, read_table, remove
 from pipelines.engine.runtime import ErrorPolicy
 from pipelines.engine.sinks import (
     TableSink,
@@ -686,22 +686,8 @@ class CleanJob(FileJob):
             record["funnel_seconds"] = seconds
             file.add("kept", [record])
             return
-        text = row.get("text")
         file.add(
-            "rejected",
-            [
-                {
-                    "clip_id": record["clip_id"],
-                    "file_id": file_id,
-                    "path": row.get("path"),
-                    "start": float(row.get("start") or 0.0),
-                    "end": float(row.get("end") or 0.0),
-                    "seconds": seconds,
-                    "reason": reason,
-                    "error": row.get("error") or "",
-                    "text": text if isinstance(text, str) else None,
-                }
-            ],
+            "rejected", [_rejected_row({**row, "clip_id": record["clip_id"]}, reason, seconds)]
         )
 
     def file_record(self, row: dict[str, Any], file: FileState) -> dict[str, Any]:
@@ -740,7 +726,7 @@ class CleanJob(FileJob):
         rejected.add(dropped)
         rejected.close()
         for row in dropped:  # dropped after their FLAC was written
-            _remove(absolute_audio_path(self.out, row["audio_path"]))
+            remove(absolute_audio_path(self.out, row["audio_path"]))
         _write_clips_table(self.out, kept)
         write_table_atomic(
             join(self.out, "funnel.parquet"), pa.Table.from_pylist(self.funnel.rows())
@@ -762,18 +748,9 @@ class CleanJob(FileJob):
         def drop(row: dict, reason: str) -> None:
             seconds = float(row.get("funnel_seconds") or 0.0)
             funnel.drop_kept(seconds, reason)
-            text = row.get("text")
             dropped.append(
                 {
-                    "clip_id": row["clip_id"],
-                    "file_id": row["file_id"],
-                    "path": row.get("path"),
-                    "start": float(row.get("start") or 0.0),
-                    "end": float(row.get("end") or 0.0),
-                    "seconds": seconds,
-                    "reason": reason,
-                    "error": "",
-                    "text": text if isinstance(text, str) else None,
+                    **_rejected_row(row, reason, seconds),
                     "duplicate_group": row.get("duplicate_group"),
                     "audio_path": row.get("audio_path") or "",
                     "speaker_global": row.get("speaker_global"),
@@ -833,7 +810,9 @@ class CleanJob(FileJob):
         return summary, self.funnel
 
     def previous_result(self, summary: JobSummary) -> tuple[JobSummary, Funnel]:
-        return summary, self._corpus(set(self.by_id))[2]
+        # The funnel the finished run wrote: the corpus-wide steps are not run again.
+        table = read_table(join(self.out, "funnel.parquet"))
+        return summary, Funnel.from_rows(table.to_pylist())
 
 
 def run_clean(
@@ -885,6 +864,22 @@ def _reason(row: dict[str, Any]) -> str:
     return row.get("reason") or ""
 
 
+def _rejected_row(row: dict[str, Any], reason: str, seconds: float) -> dict[str, Any]:
+    """A ``rejected/`` row (:data:`_REJECTED_SCHEMA`) of a clip row that has its ``clip_id``."""
+    text = row.get("text")
+    return {
+        "clip_id": row["clip_id"],
+        "file_id": row["file_id"],
+        "path": row.get("path"),
+        "start": float(row.get("start") or 0.0),
+        "end": float(row.get("end") or 0.0),
+        "seconds": seconds,
+        "reason": reason,
+        "error": row.get("error") or "",
+        "text": text if isinstance(text, str) else None,
+    }
+
+
 def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
@@ -922,16 +917,6 @@ _REJECTED_FINAL = pa.schema(
         ("speaker_global", pa.string()),
     ]
 )
-
-
-def _remove(path: str) -> None:
-    import fsspec
-
-    fs, p = fsspec.core.url_to_fs(path)
-    try:
-        fs.rm(p)
-    except FileNotFoundError:
-        pass
 
 
 _FILES_SCHEMA = pa.schema(
