@@ -1,9 +1,17 @@
-"""Single-speaker check of training clips, with the diarization operators.
+"""Single-speaker check of training clips.
 
-Each clip's speech is embedded in windows and clustered; a clip with one speaker passes; a clip
-with more is split at its speaker changes (``split``: each single-speaker part that still meets the
-clip bounds becomes a clip of its own, the rest is accounted as ``multi_speaker``) or dropped whole
-(``drop``). ``overlap_ratio`` is the share of the clip's speech in turns flagged as overlapped.
+Two sources of "who speaks when inside the clip":
+
+- ``embeddings`` (:func:`check_speakers`): the clip's speech is embedded in windows and clustered
+  on its own, with the diarization operators;
+- ``diarization`` (:func:`check_from_diarization`): the turns of a ``voxflow diarize`` run over the
+  same files (the model that gives the clips their ``speaker_global``: segmentation-3.0 and CAM++
+  by default), cut to the clip. Its turns may overlap, so speech of two people at once is seen.
+
+A clip with one speaker passes; a clip with more is split at its speaker changes (``split``: each
+single-speaker part that still meets the clip bounds becomes a clip of its own, the rest is
+accounted as ``multi_speaker``) or dropped whole (``drop``). ``overlap_ratio`` is the share of the
+clip's speech in overlapped turns (embeddings) or in frames two speakers share (diarization).
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from audio_ops import ADDED_LATER
 from audio_ops.clips import ClipConfig
 from audio_ops.clustering import ClusteringConfig, cluster_speakers
 from audio_ops.embedding import EmbeddingConfig, grid_windows
@@ -29,6 +38,11 @@ class SpeakerCheckConfig:
         clustering: how speakers inside a clip are told apart (a clip is short: at most
             ``max_speakers`` voices are looked for).
         min_windows: clips with fewer embedded windows are taken as single-speaker.
+        source: ``auto`` (``diarization`` where the clean run has ``speaker_ids``, else
+            ``embeddings``; the clean run's config resolves it), ``embeddings`` or
+            ``diarization`` (see the module docstring).
+        min_speaker_seconds: with ``diarization``, a speaker with less speech than this inside a
+            clip is not counted there (turn edges are imprecise by a few tenths of a second).
     """
 
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
@@ -41,6 +55,15 @@ class SpeakerCheckConfig:
         )
     )
     min_windows: int = 4
+    # Before this option the check always embedded: folders checked that way keep their hash.
+    source: str = field(default="auto", metadata={**ADDED_LATER, "before": "embeddings"})
+    min_speaker_seconds: float = field(default=0.5, metadata=ADDED_LATER)
+
+    def __post_init__(self) -> None:
+        if self.source not in ("auto", "embeddings", "diarization"):
+            raise ValueError("speaker.source must be auto, embeddings or diarization")
+        if not self.min_speaker_seconds >= 0:
+            raise ValueError("speaker.min_speaker_seconds must be >= 0")
 
 
 @dataclass
@@ -128,6 +151,108 @@ def check_speakers(
         if clip_config.min_seconds <= hi - lo <= clip_config.max_seconds:
             parts.append((float(lo), float(hi)))
     return SpeakerCheck(count, overlap_ratio, parts)
+
+
+#: Frame step of :func:`check_from_diarization` (seconds).
+FRAME = 0.01
+#: How far a pause may lie inside the other speaker's diarized turn and still be taken as the
+#: change of speaker (turn edges of the segmentation model are imprecise by about this much).
+EDGE_TOLERANCE = 0.25
+
+
+def check_from_diarization(
+    turns,
+    speech: np.ndarray,
+    duration: float,
+    config: SpeakerCheckConfig,
+    clip_config: ClipConfig,
+) -> SpeakerCheck:
+    """Speakers of one clip from a diarization's turns.
+
+    Args:
+        turns: ``(start, end, speaker)`` of the diarized turns that meet the clip, in clip time
+            (seconds; they may overlap one another and reach past the clip).
+        speech: ``(n, 2)`` speech regions in clip time (the pauses a part may be cut in).
+        duration: the clip's length (seconds).
+        config: ``min_speaker_seconds``.
+        clip_config: bounds a part must meet, and the margin kept at a clip's ends.
+
+    Each 10 ms frame is given the speakers whose turns cover it; speakers with less than
+    ``min_speaker_seconds`` in the clip are left out. A part is a run of frames that one speaker
+    holds alone (pauses inside it kept), cut in a pause: the pause between the previous speaker's
+    last turn and this one's first (within :data:`EDGE_TOLERANCE`), or else the first pause inside
+    the run, the speech before it being left out (so no part starts inside a word or carries
+    another voice). Frames two speakers share count in ``overlap_ratio`` and are in no part.
+    """
+    speech = np.asarray(speech, dtype=np.float64).reshape(-1, 2)
+    n = max(int(np.ceil(duration / FRAME)), 1)
+    held: dict[str, np.ndarray] = {}
+    for start, end, speaker in turns:
+        a = int(np.clip(np.floor(float(start) / FRAME), 0, n))
+        b = int(np.clip(np.ceil(float(end) / FRAME), 0, n))
+        if b > a:
+            held.setdefault(str(speaker), np.zeros(n, dtype=bool))[a:b] = True
+    counted = {s: f for s, f in held.items() if f.sum() * FRAME >= config.min_speaker_seconds}
+    speakers = sorted(counted, key=lambda s: (-int(counted[s].sum()), s))
+    if not speakers:
+        return SpeakerCheck(0, 0.0, [(0.0, duration)])
+    active = np.stack([counted[s] for s in speakers])  # (speakers, frames)
+    voices = active.sum(axis=0)
+    talking = int((voices > 0).sum())
+    overlap_ratio = float((voices > 1).sum() / talking) if talking else 0.0
+    if len(speakers) == 1:
+        return SpeakerCheck(1, overlap_ratio, [(0.0, duration)])
+    # Label per frame: -1 silence, -2 shared, else the one speaker's index.
+    label = np.where(voices == 1, active.argmax(axis=0), np.where(voices > 1, -2, -1))
+    # Runs of one speaker across silences, broken by another speaker or a shared frame.
+    runs: list[list[int]] = []  # [speaker, first frame, last frame]
+    for i in np.flatnonzero(label != -1):
+        who = int(label[i])
+        if runs and runs[-1][0] == who:
+            runs[-1][2] = int(i)
+        else:
+            runs.append([who, int(i), int(i)])
+    gaps = [
+        (float(a[1]), float(b[0]))
+        for a, b in zip(speech[:-1], speech[1:], strict=True)
+        if b[0] > a[1]
+    ]
+    parts = []
+    for k, (who, first, last) in enumerate(runs):
+        if who < 0:
+            continue
+        lo_t, hi_t = first * FRAME, (last + 1) * FRAME
+        if k == 0:
+            lo: float | None = 0.0
+        else:
+            before = runs[k - 1][2] * FRAME + FRAME
+            lo = _pause_between(gaps, before - EDGE_TOLERANCE, lo_t + EDGE_TOLERANCE, near=lo_t)
+            if lo is None:  # no pause at the change: start at the run's first pause
+                lo = next((_mid(g) for g in gaps if lo_t < _mid(g) < hi_t), None)
+        if k == len(runs) - 1:
+            hi: float | None = duration
+        else:
+            after = runs[k + 1][1] * FRAME
+            hi = _pause_between(gaps, hi_t - EDGE_TOLERANCE, after + EDGE_TOLERANCE, near=hi_t)
+            if hi is None:
+                hi = next((_mid(g) for g in reversed(gaps) if lo_t < _mid(g) < hi_t), None)
+        if lo is None or hi is None:
+            continue
+        if clip_config.min_seconds <= hi - lo <= clip_config.max_seconds:
+            parts.append((float(lo), float(hi)))
+    return SpeakerCheck(len(speakers), overlap_ratio, parts)
+
+
+def _mid(gap: tuple[float, float]) -> float:
+    return (gap[0] + gap[1]) / 2
+
+
+def _pause_between(
+    gaps: list[tuple[float, float]], lo: float, hi: float, near: float
+) -> float | None:
+    """The middle of the pause in ``[lo, hi]`` nearest to ``near`` (None if there is none)."""
+    inside = [_mid(g) for g in gaps if lo <= _mid(g) <= hi]
+    return min(inside, key=lambda m: abs(m - near)) if inside else None
 
 
 @dataclass

@@ -14,9 +14,16 @@ the reference speaker with the most speech inside it. Reported:
 - clip purity: the share of kept clips whose global id's majority person is their person;
 - person coverage: the share of kept clips on their person's majority global id;
 - global ids against people;
-- the hours each speaker keeps against the cap.
+- the hours each speaker keeps against the cap;
+- single-speaker clips: the share of the reference speech inside kept clips that is not the
+  clip's person (another voice heard in a training clip), and the share of kept clips with 0.5 s
+  or more of another voice; the kept hours (what the check lets through).
 
-Writes ``benchmarks/results/clean_speakers.json``.
+``--source`` picks the speaker step's source (``speaker.source``): ``auto`` (the diarization, as
+``speaker_ids`` is set), ``embeddings`` (the clip embedded and clustered on its own) or
+``diarization``.
+
+Writes ``benchmarks/results/clean_speakers_SPLIT_SOURCE.json``.
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ def main() -> None:
     ap.add_argument("--cap-hours", type=float, default=0.02)
     ap.add_argument("--work", type=Path, default=Path("/tmp/clean_speakers"))
     ap.add_argument("--realdata", type=Path, default=None)
+    ap.add_argument("--source", default="auto", choices=["auto", "embeddings", "diarization"])
+    ap.add_argument("--min-speaker-seconds", type=float, default=None)
     args = ap.parse_args()
 
     import pandas as pd
@@ -60,8 +69,12 @@ def main() -> None:
             str(args.realdata) if args.realdata else None,
         )
     config = args.work / "clean.yaml"
+    speaker = f"speaker: {{source: {args.source}"
+    if args.min_speaker_seconds is not None:
+        speaker += f", min_speaker_seconds: {args.min_speaker_seconds}"
     config.write_text(
         "steps: [speaker]\n"
+        f"{speaker}}}\n"
         "clips: {min_seconds: 1.0, max_seconds: 12.0, single_speaker: split}\n"
         "speaker_ids: diarize\n"
         "duplicates: {enabled: false}\n"
@@ -81,6 +94,8 @@ def main() -> None:
     rows = [(r.path, r.start, r.end, r.speaker_global, "kept") for r in kept.itertuples()]
     rows += [(r.path, r.start, r.end, r.speaker_global, "capped") for r in capped.itertuples()]
     pairs = []
+    other_seconds = all_seconds = 0.0
+    mixed_clips = 0
     for path, start, end, speaker, kind in rows:
         reference = read_rttm(corpus / "rttm" / f"{Path(path).stem}.rttm")
         heard: Counter = Counter()
@@ -90,6 +105,10 @@ def main() -> None:
                 heard[turn.speaker] += overlap
         person = heard.most_common(1)[0][0] if heard else None
         pairs.append((speaker, person, kind))
+        other = sum(heard.values()) - (heard[person] if person else 0.0)
+        other_seconds += other
+        all_seconds += sum(heard.values())
+        mixed_clips += other >= 0.5
     # Before the cap: every clip the speaker check kept (kept + capped) is scored.
     by_global: dict = {}
     by_person: dict = {}
@@ -111,6 +130,11 @@ def main() -> None:
         "person_coverage": coverage,
         "global_ids": len(by_global),
         "people": len(by_person),
+        "speaker_source": args.source,
+        "min_speaker_seconds": args.min_speaker_seconds,
+        "other_voice_share": other_seconds / all_seconds if all_seconds else 0.0,
+        "clips_with_other_voice": mixed_clips / len(pairs) if pairs else 0.0,
+        "hours_before_cap": sum((e - s) for _, s, e, _, _ in rows) / 3600,
         "cap_hours": args.cap_hours,
         "kept_hours_per_speaker": hours,
         "funnel_hours": funnel,
@@ -118,13 +142,16 @@ def main() -> None:
         "machine": machine(),
     }
     text = (
-        f"{args.split} (seed {args.seed}, {args.n} files): {len(pairs)} clips scored, purity "
+        f"{args.split} (seed {args.seed}, {args.n} files, speaker source {args.source}): "
+        f"{len(pairs)} clips scored ({result['hours_before_cap']:.4f} h), other voices "
+        f"{100 * result['other_voice_share']:.1f} % of their speech, "
+        f"{100 * result['clips_with_other_voice']:.1f} % of clips with >= 0.5 s of one; purity "
         f"{purity:.3f}, coverage {coverage:.3f}, {len(by_global)} global ids for "
         f"{len(by_person)} people; kept hours per speaker max {max(hours.values()):.4f} "
         f"(cap {args.cap_hours}); {len(capped)} clips capped; {wall:.0f} s"
     )
     result["text"] = text
-    path = save(result, "clean_speakers")
+    path = save(result, f"clean_speakers_{args.split}_{args.source}")
     print(text)
     print(json.dumps(funnel))
     print(f"-> {path}")

@@ -172,7 +172,7 @@ def run(
 def diarize_for_clean(inputs, out: str, config: Any, **launch: Any) -> None:
     """``clean`` with ``speaker_ids: diarize``: run ``voxflow diarize`` (its defaults) on the
     same inputs into ``OUT/diarization`` first, a resumable run of its own; the clean run reads
-    its ``segments/`` in its final step. Nothing to do for other configs.
+    its ``segments/`` in its speaker step and its final step. Nothing to do for other configs.
 
     Args:
         inputs: the clean run's inputs.

@@ -19,7 +19,7 @@ every second of every input ends in exactly one place: kept, or dropped with a n
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -33,7 +33,12 @@ from audio_ops.errors import error_kind
 from audio_ops.filters import Funnel, first_failure, parse_rules
 from audio_ops.io import ANALYSIS_RATE
 from audio_ops.packing import pack, unpack
-from audio_ops.speakers import SpeakerCheckConfig, check_speakers, split_clip
+from audio_ops.speakers import (
+    SpeakerCheckConfig,
+    check_from_diarization,
+    check_speakers,
+    split_clip,
+)
 from audio_ops.transcription import TRANSCRIPT_COLUMNS, segment_words
 from audio_ops.vad import VadConfig, speech_seconds
 from pipelines.engine.config import ConfigError, StageResources
@@ -124,6 +129,14 @@ class CleanRunConfig:
             raise ConfigError(f"sample_rate: {self.sample_rate} is not a supported rate")
         if self.max_gain_db < 0:
             raise ConfigError("max_gain_db must be >= 0")
+        if self.speaker.source == "auto":  # resolved here, so the config hash names it
+            source = "diarization" if self.speaker_ids and "speaker" in self.steps else "embeddings"
+            object.__setattr__(self, "speaker", replace(self.speaker, source=source))
+        if self.speaker.source == "diarization" and not self.speaker_ids:
+            raise ConfigError(
+                "speaker.source: diarization needs speaker_ids (diarize, or a diarize output "
+                "folder)"
+            )
         if self.balance.active and self.balance.by == "speaker_global" and not self.speaker_ids:
             raise ConfigError(
                 "balance.by: speaker_global needs speaker_ids (diarize, or a diarize output "
@@ -392,6 +405,28 @@ class LoadClipOperator:
         return out
 
 
+def diarization_segments(folder: str):
+    """``(filesystem, path)`` of a ``voxflow diarize`` run's ``segments/`` table, or a
+    ConfigError naming the folder."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(join(folder, "segments"))
+    if not fs.exists(path):
+        raise ConfigError(
+            f"speaker_ids: {folder} has no segments/ table: a voxflow diarize run folder is "
+            "needed (speaker_ids: diarize makes one when run by voxflow clean or api.clean)"
+        )
+    return fs, path
+
+
+def read_diarization(folder: str, columns: list[str]) -> pa.Table:
+    """``file_id``, ``start``, ``end`` and ``columns`` of a ``voxflow diarize`` run's segments."""
+    import pyarrow.parquet as pq
+
+    fs, path = diarization_segments(folder)
+    return pq.read_table(path, filesystem=fs, columns=["file_id", "start", "end", *columns])
+
+
 class SpeakerCheckOperator:
     """Speaker stage: one speaker per clip. A clip with several is split at the changes (parts
     that meet the bounds become clips; the remainder is a ``skip`` row ``multi_speaker``) or
@@ -400,6 +435,9 @@ class SpeakerCheckOperator:
     Args:
         config: embedding and clustering of the check.
         clip_config: bounds and policy.
+        diarization: a ``voxflow diarize`` run over the same files: the clips are checked on its
+            turns (:func:`audio_ops.speakers.check_from_diarization`) instead of embedded again.
+            Each actor holds the run's turns (``file_id``, times, speaker: about 40 bytes each).
     """
 
     uses_model = True
@@ -408,11 +446,35 @@ class SpeakerCheckOperator:
     inputs = ("audio", "sample_rate", "speech", "start", "seconds")
     outputs = ("speaker_count", "overlap_ratio")
 
-    def __init__(self, config: SpeakerCheckConfig, clip_config: ClipConfig):
-        from audio_ops.embedding import make_encoder
-
+    def __init__(
+        self, config: SpeakerCheckConfig, clip_config: ClipConfig, diarization: str | None = None
+    ):
         self.config, self.clip_config = config, clip_config
-        self.encoder = make_encoder(config.embedding)
+        self.encoder, self.turns = None, None
+        if diarization is not None:
+            table = read_diarization(diarization, ["speaker"])
+            self.turns = {}
+            for file_id, start, end, speaker in zip(
+                *(table.column(c).to_pylist() for c in ("file_id", "start", "end", "speaker")),
+                strict=True,
+            ):
+                self.turns.setdefault(file_id, []).append((start, end, speaker))
+        else:
+            from audio_ops.embedding import make_encoder
+
+            self.encoder = make_encoder(config.embedding)
+
+    def _check(self, row: dict[str, Any], audio16: np.ndarray, speech: np.ndarray):
+        if self.turns is None:
+            return check_speakers(audio16, speech, self.encoder, self.config, self.clip_config)
+        offset = float(row["start"])
+        duration = len(audio16) / ANALYSIS_RATE
+        turns = [
+            (start - offset, end - offset, speaker)
+            for start, end, speaker in self.turns.get(str(row["file_id"]), ())
+            if end > offset and start < offset + duration
+        ]
+        return check_from_diarization(turns, speech, duration, self.config, self.clip_config)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from audio_ops.io import resample
@@ -427,7 +489,7 @@ class SpeakerCheckOperator:
             if self.clip_config.single_speaker == "off":
                 out.append({**row, "speaker_count": -1, "overlap_ratio": float("nan")})
                 continue
-            check = check_speakers(audio16, speech, self.encoder, self.config, self.clip_config)
+            check = self._check(row, audio16, speech)
             base = {
                 **row,
                 "speaker_count": check.speaker_count,
@@ -608,28 +670,19 @@ class CleanJob(FileJob):
 
     def preflight(self) -> None:
         self.rules = validate(self.config)
+        if self.config.speaker_ids:  # read by the speaker step and at the end: fail now
+            diarization_segments(self._diarization_folder())
+
+    def _diarization_folder(self) -> str:
+        """The diarize run ``speaker_ids`` names. ``diarize``: ``OUT/diarization``, which
+        ``voxflow clean`` and ``api.clean`` run first (:func:`pipelines.api.diarize_for_clean`;
+        a job never runs another)."""
+        source = self.config.speaker_ids
+        return join(self.out, "diarization") if source == "diarize" else source
 
     def _speaker_turns(self) -> list[tuple[str, float, float, str]]:
-        """``(file_id, start, end, speaker_global)`` of the diarization ``speaker_ids`` names.
-        ``diarize``: ``OUT/diarization``, which ``voxflow clean`` and ``api.clean`` run first
-        (:func:`pipelines.api.diarize_for_clean`; a job never runs another)."""
-        source = self.config.speaker_ids
-        if source == "diarize":
-            source = join(self.out, "diarization")
-        import fsspec
-        import pyarrow.parquet as pq
-
-        url = join(source, "segments")
-        fs, path = fsspec.core.url_to_fs(url)
-        if not fs.exists(path):
-            raise ConfigError(
-                f"speaker_ids: {source} has no segments/ table: a voxflow diarize run folder "
-                "is needed (speaker_ids: diarize makes one when run by voxflow clean or "
-                "api.clean)"
-            )
-        table = pq.read_table(
-            path, filesystem=fs, columns=["file_id", "start", "end", "speaker_global"]
-        )
+        """``(file_id, start, end, speaker_global)`` of the diarization ``speaker_ids`` names."""
+        table = read_diarization(self._diarization_folder(), ["speaker_global"])
         return list(
             zip(
                 table.column("file_id").to_pylist(),
@@ -652,6 +705,8 @@ class CleanJob(FileJob):
         stages = []
         for name, cls in _chain(self.config):
             kwargs = _stage_options(name, self.config)
+            if name == "speaker" and self.config.speaker.source == "diarization":
+                kwargs["diarization"] = self._diarization_folder()
             if name == "transcribe":
                 kwargs["threads"] = self.threads_for(cls, name)
             stages.append(Stage(name, cls, kwargs))
