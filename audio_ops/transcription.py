@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from audio_ops import ADDED_LATER
 from audio_ops.io import ANALYSIS_RATE
 from audio_ops.models import MissingDependency, ModelError, ModelRef, pick_device, resolve
 
@@ -87,6 +88,11 @@ class TranscriptionConfig:
         max_chars_per_second: faster text is an outlier (more text than the audio can hold).
         cps_min_seconds: the slow-text check applies from this much speech on.
         min_speech_seconds: text over less speech than this is flagged as text over silence.
+        aligner: a character CTC model (hub id such as ``facebook/wav2vec2-base-960h``, or a
+            local ``save_pretrained`` folder with its processor) whose forced alignment gives
+            the word times (:mod:`audio_ops.alignment`), in place of Whisper's, whether or not
+            ``word_timestamps`` is on. ``None`` (default): no CTC model ships offline.
+        aligner_revision: hub revision of the aligner.
     """
 
     backend: str = "faster-whisper"
@@ -113,6 +119,8 @@ class TranscriptionConfig:
     max_chars_per_second: float = 35.0
     cps_min_seconds: float = 2.0
     min_speech_seconds: float = 0.2
+    aligner: str | None = field(default=None, metadata=ADDED_LATER)
+    aligner_revision: str | None = field(default=None, metadata=ADDED_LATER)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -909,7 +917,27 @@ class Transcriber:
             )
         else:
             self.backend = TransformersBackend(self.config)
+        self.aligner = None
+        if self.config.aligner:
+            from audio_ops.alignment import CtcAligner
+
+            self.aligner = CtcAligner(
+                self.config.aligner, self.config.aligner_revision, self.config.device
+            )
         self._vad = None
+
+    def _align(self, clip: np.ndarray, segments: list[dict[str, Any]]) -> None:
+        """Each segment's words from the CTC aligner, in place (clip time). A segment it cannot
+        align keeps Whisper's words, if any."""
+        for segment in segments:
+            a = int(round(segment["start"] * SAMPLE_RATE))
+            b = int(round(segment["end"] * SAMPLE_RATE))
+            words = self.aligner.align(clip[a:b], segment.get("text", ""))
+            if words is not None:
+                for w in words:
+                    w["start"] = round(w["start"] + segment["start"], 3)
+                    w["end"] = round(min(w["end"] + segment["start"], segment["end"]), 3)
+                segment["words"] = words
 
     def speech_seconds(self, audio: np.ndarray) -> float:
         """Seconds of speech in a 16 kHz clip by the configured detector (NaN for ``none``).
@@ -963,6 +991,8 @@ class Transcriber:
             speech = given if given is not None else self.speech_seconds(clip)
             duration = len(clip) / SAMPLE_RATE
             _clamp_times(result.segments, duration)
+            if self.aligner is not None:
+                self._align(clip, result.segments)
             ratio = compression_ratio(result.text)
             row = {
                 "text": result.text,

@@ -13,6 +13,10 @@ STM's recording, then reports:
     python benchmarks/word_timestamps.py \\
         --stm ../shared/realdata/diar/stm/pyannote_sample.stm \\
         --audio ../shared/realdata/diar/audio/pyannote_sample.wav
+
+``--aligner MODEL`` times the words by CTC forced alignment (``transcription.aligner``: a hub id
+such as ``facebook/wav2vec2-base-960h``, or a local folder) instead of Whisper's cross-attention;
+it needs the hub or a downloaded model.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ def main() -> int:
     ap.add_argument("--stm", type=Path, required=True)
     ap.add_argument("--audio", type=Path, required=True)
     ap.add_argument("--language", default="en")
+    ap.add_argument("--aligner", default=None, help="a CTC model: hub id or local folder")
     args = ap.parse_args()
 
     from pipelines import api
@@ -44,6 +49,7 @@ def main() -> int:
             out,
             transcription__word_timestamps=True,
             transcription__language=args.language,
+            transcription__aligner=args.aligner,
         )
         transcripts = result.table("transcripts").sort_values("start")
     words = [dict(w) for row in transcripts["words"] for w in row]
@@ -55,7 +61,13 @@ def main() -> int:
     for tol, share in figures["inside"].items():
         print(f"inside their utterance (tolerance {tol:g} s): {100 * share:.1f} %")
     save(
-        {"machine": machine(), "stm": str(args.stm), "audio": str(args.audio), **figures},
+        {
+            "machine": machine(),
+            "stm": str(args.stm),
+            "audio": str(args.audio),
+            "aligner": args.aligner,
+            **figures,
+        },
         "word_timestamps",
     )
     return 0

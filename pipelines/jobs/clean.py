@@ -670,6 +670,10 @@ class CleanJob(FileJob):
 
     def preflight(self) -> None:
         self.rules = validate(self.config)
+        if "transcribe" in self.config.steps:
+            from audio_ops.alignment import check_aligner
+
+            check_aligner(self.config.transcription.get("aligner"))
         if self.config.speaker_ids:  # read by the speaker step and at the end: fail now
             diarization_segments(self._diarization_folder())
 
@@ -1017,7 +1021,7 @@ def _write_clips_table(out: str, rows: list[dict[str, Any]]) -> None:
                     v = v.item()
                 item[k] = v
             clean.append(item)
-        # Word timings (transcription.word_timestamps), in the clip's own time: the FLAC's.
+        # Word timings (word_timestamps or an aligner), in the clip's own time: the FLAC's.
         words = [segment_words(r.get("segments")) for r in clean]
         if any(words):
             for item, found in zip(clean, words, strict=True):

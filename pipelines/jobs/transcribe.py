@@ -195,7 +195,7 @@ TRANSCRIPTS_SCHEMA = pa.schema(
         ("halluc_silence", pa.bool_()),
         ("hallucination", pa.bool_()),
         ("segments", pa.string()),
-        # word timings in file time (transcription.word_timestamps / --words; else empty)
+        # word timings in file time (--words / word_timestamps, or an aligner; else empty)
         ("words", word_type()),
     ]
 )
@@ -216,6 +216,11 @@ class TranscribeJob(FileJob):
         ("hallucinated_clips", pa.int64()),
     )
     tables = {"transcripts": TRANSCRIPTS_SCHEMA}
+
+    def preflight(self) -> None:
+        from audio_ops.alignment import check_aligner
+
+        check_aligner(self.config.transcription.aligner)
 
     def stages(self) -> list[Stage]:
         config = self.config

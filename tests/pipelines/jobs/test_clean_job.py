@@ -199,6 +199,11 @@ def test_nemo_and_lhotse_exports(cleaned, tmp_path):
         ("duplicates: {maxber: 0.3}\n", "maxber"),
         ("speaker: {source: diarization}\n", "needs speaker_ids"),
         ("speaker: {source: pyannote}\n", "speaker.source"),
+        ("steps: [transcribe]\ntranscription: {aligner: /no/such/ctc}\n", "no folder"),
+        (
+            "steps: [transcribe]\ntranscription: {aligner: facebook/wav2vec2-base-960h}\n",
+            "HF_HUB_OFFLINE is set",
+        ),
     ],
 )
 def test_wrong_config_fails_before_any_work(tmp_path, capsys, text, message):

@@ -1,0 +1,194 @@
+"""Word times by CTC forced alignment (the approach of WhisperX), for Whisper's transcripts.
+
+Whisper's own word times come from its cross-attention (faster-whisper's ``word_timestamps``):
+good to a few tenths of a second, weakest at turn changes. A character CTC model (wav2vec2,
+HuBERT, ... fine-tuned for ASR) gives a probability per 20 ms frame and per character; aligning
+the transcript's characters to those frames with the Viterbi path of the CTC topology
+(``torchaudio.functional.forced_align``) puts each word where the acoustic model hears it.
+
+:func:`align_words` is the alignment itself on given log-probabilities (pure, testable without
+weights); :class:`CtcAligner` loads a transformers CTC model and its processor from a hub id
+(``facebook/wav2vec2-base-960h``, English; users who have the hub) or a local
+``save_pretrained`` folder, and aligns a clip's text. No CTC model ships inside a PyPI package
+this project installs, so the option is off by default (``transcription.aligner``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+from audio_ops.io import ANALYSIS_RATE
+from audio_ops.models import MissingDependency, ModelError, pick_device
+
+
+def word_tokens(word: str, vocab: dict[str, int], upper: bool) -> list[int]:
+    """Token ids of a word's characters in a character CTC vocabulary, in the vocabulary's case;
+    characters it lacks (digits, most punctuation) are left out."""
+    word = word.upper() if upper else word.lower()
+    return [vocab[c] for c in word if c in vocab]
+
+
+def align_words(
+    log_probs: np.ndarray,
+    words: list[str],
+    vocab: dict[str, int],
+    blank: int,
+    frame_seconds: float,
+    delimiter: str | None = "|",
+) -> list[dict[str, Any]] | None:
+    """Align words to CTC frames.
+
+    Args:
+        log_probs: ``(frames, classes)`` log-probabilities of one clip.
+        words: the transcript's words in order (as they are to be written out).
+        vocab: character to class id.
+        blank: the blank (pad) class.
+        frame_seconds: seconds per frame.
+        delimiter: the word separator class's character, aligned between words when the vocab
+            has it (``|`` in wav2vec2's).
+
+    Returns:
+        One ``{word, start, end, probability}`` per word, seconds from the clip's start; the
+        probability is the mean frame probability of the word's characters. A word with no
+        character in the vocab (a number written in digits) spans the gap between its
+        neighbours, probability NaN. None when the text cannot be aligned (more characters
+        than frames can hold, or no alignable character at all).
+    """
+    letters = [k for k in vocab if len(k) == 1 and k.isalpha()]
+    upper = any(c.isupper() for c in letters) and not any(c.islower() for c in letters)
+    per_word = [word_tokens(w, vocab, upper) for w in words]
+    sep = vocab.get(delimiter) if delimiter else None
+    targets: list[int] = []
+    ranges: list[tuple[int, int] | None] = []  # each word's token span in targets
+    for tokens in per_word:
+        if not tokens:
+            ranges.append(None)
+            continue
+        if targets and sep is not None:
+            targets.append(sep)
+        ranges.append((len(targets), len(targets) + len(tokens)))
+        targets.extend(tokens)
+    frames = log_probs.shape[0]
+    repeats = sum(a == b for a, b in zip(targets[:-1], targets[1:], strict=False))
+    if not targets or frames < len(targets) + repeats:
+        return None
+    import torch
+    from torchaudio.functional import forced_align, merge_tokens
+
+    emission = torch.as_tensor(np.ascontiguousarray(log_probs, dtype=np.float32))[None]
+    path, scores = forced_align(emission, torch.tensor([targets], dtype=torch.int32), blank=blank)
+    spans = merge_tokens(path[0], scores[0].exp(), blank=blank)
+    if len(spans) != len(targets):  # pragma: no cover - forced_align emits every target once
+        return None
+    out: list[dict[str, Any]] = []
+    for word, span in zip(words, ranges, strict=True):
+        if span is None:
+            out.append({"word": word, "start": math.nan, "end": math.nan, "probability": math.nan})
+            continue
+        chars = spans[span[0] : span[1]]
+        frames_in = sum(s.end - s.start for s in chars)
+        score = sum(s.score * (s.end - s.start) for s in chars) / max(frames_in, 1)
+        out.append(
+            {
+                "word": word,
+                "start": round(chars[0].start * frame_seconds, 3),
+                "end": round(chars[-1].end * frame_seconds, 3),
+                "probability": round(float(score), 4),
+            }
+        )
+    _fill_gaps(out, frames * frame_seconds)
+    return out
+
+
+def _fill_gaps(words: list[dict[str, Any]], duration: float) -> None:
+    """Times of unaligned words: the gap between the aligned words around them, in place."""
+    for i, w in enumerate(words):
+        if not math.isnan(w["start"]):
+            continue
+        before = next((x["end"] for x in reversed(words[:i]) if not math.isnan(x["end"])), 0.0)
+        after = next((x["start"] for x in words[i + 1 :] if not math.isnan(x["start"])), duration)
+        w["start"], w["end"] = round(before, 3), round(max(after, before), 3)
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def check_aligner(model: str | None) -> None:
+    """Fail before any work for an aligner that cannot load: a local path that is not a model
+    folder, or a hub id while ``HF_HUB_OFFLINE`` is set and the hub cache lacks it."""
+    if not model:
+        return
+    if os.path.isdir(model):
+        if not os.path.isfile(os.path.join(model, "config.json")):
+            raise ModelError(f"transcription.aligner: {model!r} has no config.json (a CTC model)")
+        return
+    if model.startswith((".", "/", "~")) or os.sep + os.sep in model or model.count("/") > 1:
+        raise ModelError(f"transcription.aligner: no folder {model!r}")
+    if _offline():
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(model, "config.json"), str):
+            raise ModelError(
+                f"transcription.aligner: {model!r} is a hub id, HF_HUB_OFFLINE is set and the "
+                "hub cache does not hold it"
+            )
+
+
+class CtcAligner:
+    """A transformers character CTC model (``AutoModelForCTC`` + ``AutoProcessor``) that aligns
+    transcripts to audio.
+
+    Args:
+        model: a hub id or a local ``save_pretrained`` folder holding the model and its processor
+            (feature extractor + CTC tokenizer).
+        revision: hub revision of a hub id.
+        device: ``auto`` (GPU when there is one), ``cpu`` or ``cuda``.
+    """
+
+    def __init__(self, model: str, revision: str | None = None, device: str = "auto"):
+        try:
+            import torch
+            from transformers import AutoModelForCTC, AutoProcessor
+        except ImportError as exc:  # pragma: no cover - base dependencies
+            raise MissingDependency("transformers") from exc
+        self.torch = torch
+        local = os.path.isdir(model)
+        options: dict[str, Any] = {} if local else {"revision": revision}
+        offline = _offline()
+        if local or offline:
+            options["local_files_only"] = True
+        try:
+            self.processor = AutoProcessor.from_pretrained(model, **options)
+            self.model = AutoModelForCTC.from_pretrained(model, **options)
+        except (OSError, ValueError) as exc:
+            hint = " (HF_HUB_OFFLINE is set)" if offline and not local else ""
+            raise ModelError(
+                f"transcription.aligner: cannot load CTC model {model!r}{hint}: a hub id or a "
+                f"folder with a CTC model and its processor is needed: {exc}"
+            ) from exc
+        tokenizer = getattr(self.processor, "tokenizer", None)
+        if tokenizer is None or not hasattr(tokenizer, "get_vocab"):
+            raise ModelError(f"transcription.aligner: {model!r} has no CTC tokenizer")
+        self.vocab = dict(tokenizer.get_vocab())
+        self.blank = int(tokenizer.pad_token_id)
+        self.delimiter = getattr(tokenizer, "word_delimiter_token", None)
+        self.device = pick_device(device)
+        self.model.eval().to(self.device)
+
+    def align(self, audio: np.ndarray, text: str) -> list[dict[str, Any]] | None:
+        """Word times of ``text`` in ``audio`` (16 kHz mono float32), seconds from its start
+        (:func:`align_words`); None when it cannot be aligned."""
+        words = text.split()
+        if not words or len(audio) < ANALYSIS_RATE // 10:
+            return None
+        inputs = self.processor(audio, sampling_rate=ANALYSIS_RATE, return_tensors="pt")
+        with self.torch.inference_mode():
+            logits = self.model(inputs["input_values"].to(self.device)).logits[0]
+        log_probs = self.torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
+        frame_seconds = len(audio) / ANALYSIS_RATE / log_probs.shape[0]
+        return align_words(log_probs, words, self.vocab, self.blank, frame_seconds, self.delimiter)
