@@ -104,6 +104,12 @@ class EnhancementConfig:
         sha256: optional pin of ``model``'s SHA-256.
         model_sample_rate: the rate ``torch_module`` works at.
         device: ``torch`` method: ``auto`` (GPU when visible), ``cpu`` or ``cuda``.
+        max_removed_speech: ``auto``, where DFN3 is chosen: DFN3 runs, and if what it removed
+            sounds like speech in the output's pauses (the mean Silero speech probability of
+            input minus output over the frames where the output is silent, see
+            :func:`removed_speech`) at or above this, the noise is other voices (babble), which
+            DFN3 cannot take out without harm: ``mid_method`` (the gate) is applied instead.
+            ``None``: no check.
     """
 
     method: str = "auto"
@@ -126,6 +132,10 @@ class EnhancementConfig:
     sha256: str | None = None
     model_sample_rate: int = 16000
     device: str = "auto"
+    # Chosen on VoiceBank-DEMAND p232 and real LibriSpeech babble of four targets (DEMAND at most
+    # 0.25, babble DFN3 would have taken at least 0.34; benchmarks/enhancement_real.py). Folders
+    # enhanced before the check resume with ``max_removed_speech: null``.
+    max_removed_speech: float | None = field(default=0.3, metadata={**ADDED_LATER, "before": None})
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -151,6 +161,8 @@ class EnhancementConfig:
             raise ValueError("enhancement.gate_noise_quantile must lie in (0, 0.5]")
         if self.model_sample_rate <= 0:
             raise ValueError("enhancement.model_sample_rate must be > 0")
+        if self.max_removed_speech is not None and not 0 < self.max_removed_speech <= 1:
+            raise ValueError("enhancement.max_removed_speech must lie in (0, 1], or be null")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"enhancement.device must be auto, cpu or cuda, not {self.device!r}")
         if self.method == "torch":
@@ -552,6 +564,36 @@ def dfn3_blocks(
         yield stream.flush()
 
 
+#: Silero speech probability under which a frame of DFN3's output counts as a pause.
+PAUSE_PROB = 0.3
+
+
+def removed_speech(audio: np.ndarray, enhanced: np.ndarray, sample_rate: int, vad: Any) -> float:
+    """How much what an enhancer removed sounds like speech where its output is silent: the
+    mean Silero speech probability of ``audio - enhanced`` over the 32 ms frames whose
+    ``enhanced`` probability is below :data:`PAUSE_PROB` (NaN when there is no such frame).
+
+    Noise removed in the target's pauses is noise (recorded DEMAND noise: at most 0.25); other
+    voices removed there are speech (three-voice babble that DFN3 would have been given: 0.34
+    and up; benchmarks/enhancement_real.py).
+
+    Args:
+        audio: the input, mono float samples.
+        enhanced: the output, same length.
+        sample_rate: their rate in Hz.
+        vad: a :class:`audio_ops.vad.SileroVAD`.
+    """
+    from audio_ops.io import ANALYSIS_RATE, resample
+
+    n = min(audio.size, enhanced.size)
+    x = resample(np.asarray(audio[:n], np.float32), sample_rate, ANALYSIS_RATE)
+    y = resample(np.asarray(enhanced[:n], np.float32), sample_rate, ANALYSIS_RATE)
+    output = vad.speech_probs(y)
+    removed = vad.speech_probs(x - y)
+    pauses = output < PAUSE_PROB
+    return float(removed[pauses].mean()) if pauses.any() else float("nan")
+
+
 def _gather(pieces: Iterable[np.ndarray], num_samples: int) -> np.ndarray:
     """Consecutive pieces of a signal of known length in one float32 array, written in place
     (the pieces are never held all at once)."""
@@ -726,6 +768,21 @@ class Enhancer:
             torch.set_num_threads(max(1, threads))
             self._torch_module = load_torch_enhancer(self.config)
         self._lock = threading.Lock()
+        self._vad = None
+
+    def check_babble(self, audio: np.ndarray, enhanced: np.ndarray, sample_rate: int) -> bool:
+        """Whether DFN3's output of ``audio`` removed other voices (see
+        :attr:`EnhancementConfig.max_removed_speech`); False when the check is off."""
+        limit = self.config.max_removed_speech
+        if limit is None or self.config.method != "auto":
+            return False
+        if self._vad is None:
+            from audio_ops.vad import SileroVAD
+
+            self._vad = SileroVAD()
+        with self._lock:
+            score = removed_speech(audio, enhanced, sample_rate, self._vad)
+        return bool(score >= limit)
 
     def choose(self, snr_db: float) -> str:
         """The method for an input of estimated SNR ``snr_db`` (see :meth:`decide`)."""
@@ -743,8 +800,10 @@ class Enhancer:
         p232, then run on p257 (11 pairs, not tuned on): +12.1 dB mean SI-SDR gain at 0-10 dB
         true SNR (the earlier policy, DFN3 below 8 dB and the gate to 20, got +5.9), +8.4 at
         10-15 dB (+2.4), +3.6 on the one pair at 17 dB (+1.8). DFN3 cannot remove competing
-        voices: on real three-voice babble it lost 1-7 dB, and auto still loses where such
-        babble reads below 20 dB (mean -0.2 to -1.2 dB, at worst -4.5 at 20 dB true SNR).
+        voices: on real three-voice babble it lost 1-11 dB. Where such babble reads below 20 dB
+        the stream runs DFN3 and, if what it removed is speech
+        (:attr:`EnhancementConfig.max_removed_speech`), applies the gate instead; this decision
+        is not made here.
 
         Args:
             snr_db: the input's estimated SNR (``nan``: too short to estimate).
@@ -856,6 +915,9 @@ class EnhancedStream:
     Attributes:
         method: the method applied.
         snr_before_db: the first block's estimated SNR (nan when there is no audio).
+        babble: DFN3 was chosen and the babble check took the gate instead (see
+            :attr:`EnhancementConfig.max_removed_speech`; in the tables: ``spectral_gating``
+            with ``snr_before_db`` below ``noisy_snr_db``). It is decided on the first block.
     """
 
     def __init__(self, enhancer: Enhancer, blocks: Iterable[np.ndarray], sample_rate: int):
@@ -868,21 +930,42 @@ class EnhancedStream:
         self.method, self.atten_lim_db = (
             ("none", float("nan")) if first.size == 0 else enhancer.decide(self.snr_before_db)
         )
+        # auto, DFN3 chosen: run it on the first block and check what it removed (babble).
+        self.babble = False
+        self._done = None  # DFN3's output of a one-block signal, kept from the check
+        if self.method == "dfn3" and first.size and config.method == "auto":
+            if config.max_removed_speech is not None:
+                second = next(blocks, None)
+                if second is not None:
+                    blocks = itertools.chain([second], blocks)
+                output = _gather(self._dfn3([first]), first.size)
+                if enhancer.check_babble(first, output, sample_rate):
+                    self.method, self.atten_lim_db = "spectral_gating", float("nan")
+                    self.babble = True
+                elif second is None:
+                    self._done = output
         self._blocks = itertools.chain([first], blocks)
 
-    def __iter__(self) -> Iterator[np.ndarray]:
-        config, rate = self.enhancer.config, self.sample_rate
-        if self.method != "dfn3":
-            for block in self._blocks:
-                yield self.enhancer._block(self.method, _mono(block), rate).astype(np.float32)
-            return
-        yield from dfn3_blocks(
-            self._blocks,
-            rate,
+    def _dfn3(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        config = self.enhancer.config
+        return dfn3_blocks(
+            blocks,
+            self.sample_rate,
             atten_lim_db=self.atten_lim_db,
             model=config.dfn3_model,
             sha256=config.dfn3_sha256,
         )
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        rate = self.sample_rate
+        if self._done is not None:
+            yield self._done
+            return
+        if self.method != "dfn3":
+            for block in self._blocks:
+                yield self.enhancer._block(self.method, _mono(block), rate).astype(np.float32)
+            return
+        yield from self._dfn3(self._blocks)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -246,6 +246,30 @@ def _default_of(f: dataclasses.Field) -> Any:
     return dataclasses.MISSING
 
 
+def options_view(cls: type, options: dict[str, Any]) -> dict[str, Any]:
+    """A run config's options dict for ``cls`` (``enhancement: {...}``) as hashed: as given,
+    except for options of ``cls`` marked ``{**ADDED_LATER, "before": value}``: left out when they
+    hold the older behaviour, present (their default when not given) when they do not. Folders
+    written before such an option are then refused by its new default and resume when it is
+    set to the old value, as for options of dataclass fields (:func:`_hash_view`)."""
+    out = dict(options)
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("hash") != ADDED_LATER["hash"] or "before" not in f.metadata:
+            continue
+        value = options.get(f.name, _default_of(f))
+        if value == f.metadata["before"]:
+            out.pop(f.name, None)
+        else:
+            out[f.name] = value
+    return out
+
+
+def hashed_options(config: Any, name: str, cls: type) -> Any:
+    """``config`` with its options dict ``name`` (for ``cls``) as :func:`options_view` hashes
+    it: what a job's ``identity`` returns."""
+    return dataclasses.replace(config, **{name: options_view(cls, getattr(config, name))})
+
+
 def _hash_view(obj: Any) -> Any:
     """:func:`to_dict`, less the options marked :data:`audio_ops.ADDED_LATER` that hold their
     defaults."""

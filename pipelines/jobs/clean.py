@@ -677,6 +677,14 @@ class CleanJob(FileJob):
         if self.config.speaker_ids:  # read by the speaker step and at the end: fail now
             diarization_segments(self._diarization_folder())
 
+    def identity(self) -> Any:
+        from audio_ops.enhancement import EnhancementConfig
+        from pipelines.engine.config import hashed_options
+
+        if "enhance" not in self.config.steps:
+            return self.config
+        return hashed_options(self.config, "enhancement", EnhancementConfig)
+
     def _diarization_folder(self) -> str:
         """The diarize run ``speaker_ids`` names. ``diarize``: ``OUT/diarization``, which
         ``voxflow clean`` and ``api.clean`` run first (:func:`pipelines.api.diarize_for_clean`;

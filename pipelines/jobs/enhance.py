@@ -131,6 +131,12 @@ class EnhanceJob(FileJob):
 
         self.options = from_dict(EnhancementConfig, self.config.enhancement, "enhancement")
 
+    def identity(self) -> Any:
+        from audio_ops.enhancement import EnhancementConfig
+        from pipelines.engine.config import hashed_options
+
+        return hashed_options(self.config, "enhancement", EnhancementConfig)
+
     def stages(self) -> list[Stage]:
         return [Stage("enhance", EnhanceFilesOperator, {"config": self.options, "out": self.out})]
 

@@ -68,3 +68,34 @@ def test_enhance_denoises_and_mirrors_paths(ray_local, tmp_path):
     assert main(["enhance", str(tmp_path / "lists" / "m.csv"), "--out", str(out2), "-q"]) == 0
     written = sorted(p.relative_to(out2) for p in out2.rglob("*.flac"))
     assert [str(p) for p in written] == ["audio/corpus/calls/day1/noisy.flac"]
+
+
+@pytest.mark.integration
+def test_folders_enhanced_before_the_babble_check_are_refused_and_resume_with_it_off(
+    ray_local, tmp_path, capsys
+):
+    """The babble check (``max_removed_speech``, 2026-12-06) changes what the default does, so
+    a folder enhanced without it (written here with ``max_removed_speech: null``, which hashes
+    as the options did before) is refused by the default, naming both hashes, and is found
+    finished when the check is off again."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    clean, rate = load_audio(str(SAMPLE / "audio" / "conv01_clean_3spk.flac"), 16000)
+    sf.write(corpus / "a.wav", clean[: 5 * rate], rate, subtype="FLOAT")
+    off = tmp_path / "off.yaml"
+    off.write_text("enhancement: {max_removed_speech: null}\n")
+    from audio_ops.enhancement import EnhancementConfig
+    from pipelines.engine.config import config_hash, hashed_options, load_config
+    from pipelines.jobs.enhance import EnhanceRunConfig
+
+    # Older versions hashed the options as given ({} for the defaults).
+    before = config_hash(load_config(EnhanceRunConfig, None, {}))
+    nulled = load_config(EnhanceRunConfig, str(off), None)
+    assert config_hash(hashed_options(nulled, "enhancement", EnhancementConfig)) == before
+    out = tmp_path / "out"
+    assert main(["enhance", str(corpus), "--out", str(out), "--config", str(off), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["enhance", str(corpus), "--out", str(out), "-q"]) == 2
+    assert "hash" in capsys.readouterr().err
+    assert main(["enhance", str(corpus), "--out", str(out), "--config", str(off)]) == 0
+    assert "nothing to do" in capsys.readouterr().err
