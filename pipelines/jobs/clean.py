@@ -436,8 +436,9 @@ class SpeakerCheckOperator:
         config: embedding and clustering of the check.
         clip_config: bounds and policy.
         diarization: a ``voxflow diarize`` run over the same files: the clips are checked on its
-            turns (:func:`audio_ops.speakers.check_from_diarization`) instead of embedded again.
-            Each actor holds the run's turns (``file_id``, times, speaker: about 40 bytes each).
+            turns (:func:`audio_ops.speakers.check_from_diarization`) instead of embedded again;
+            clips of a file it has no turn of are embedded. Each actor holds the run's turns
+            (``file_id``, times, speaker: about 40 bytes each).
     """
 
     uses_model = True
@@ -460,13 +461,21 @@ class SpeakerCheckOperator:
             ):
                 self.turns.setdefault(file_id, []).append((start, end, speaker))
         else:
+            self._encoder()
+
+    def _encoder(self):
+        if self.encoder is None:
             from audio_ops.embedding import make_encoder
 
-            self.encoder = make_encoder(config.embedding)
+            self.encoder = make_encoder(self.config.embedding)
+        return self.encoder
 
     def _check(self, row: dict[str, Any], audio16: np.ndarray, speech: np.ndarray):
-        if self.turns is None:
-            return check_speakers(audio16, speech, self.encoder, self.config, self.clip_config)
+        # A file the diarization has no turn of (not in that run, or no speech found there) is
+        # checked by embeddings: never passed unchecked.
+        if self.turns is None or str(row["file_id"]) not in self.turns:
+            encoder = self._encoder()
+            return check_speakers(audio16, speech, encoder, self.config, self.clip_config)
         offset = float(row["start"])
         duration = len(audio16) / ANALYSIS_RATE
         turns = [

@@ -365,3 +365,51 @@ def test_clips_carry_the_corpus_wide_speaker_and_hours_are_capped(ray_local, tmp
         json.loads(x) for x in (out / "lhotse" / "supervisions.jsonl").read_text().splitlines()
     ]
     assert {s["speaker"] for s in supervisions} == set(clips["speaker_global"])
+
+
+def test_the_speaker_step_reads_the_diarization_and_embeds_files_it_lacks(tmp_path):
+    """With a diarization, a clip is checked on its turns (two people: split, no model); a clip
+    of a file the diarization has no turn of is embedded and clustered instead, never passed
+    unchecked (unchecked, it would say 0 speakers)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from audio_ops.clips import ClipConfig
+    from audio_ops.packing import pack
+    from audio_ops.speakers import SpeakerCheckConfig
+    from audio_ops.vad import VadConfig, detect_speech, make_vad
+    from pipelines.jobs.clean import SpeakerCheckOperator
+
+    voice = sorted((SAMPLE.parent / "real" / "voices" / "speakers" / "libri_1688").glob("*.flac"))
+    audio = load_audio(str(voice[0]), 16000)[0][: 8 * 16000]
+    speech = detect_speech(audio, VadConfig(), make_vad(VadConfig()))
+    segments = tmp_path / "diarization" / "segments"
+    segments.mkdir(parents=True)
+    turns = {"file_id": ["known", "known"], "start": [0.0, 4.2], "end": [4.0, 8.0]}
+    turns["speaker"] = ["S0", "S1"]
+    pq.write_table(pa.table(turns), segments / "part-0.parquet")
+    operator = SpeakerCheckOperator(
+        SpeakerCheckConfig(source="diarization"),
+        ClipConfig(min_seconds=1.0, max_seconds=12.0, single_speaker="split"),
+        diarization=str(tmp_path / "diarization"),
+    )
+    assert operator.encoder is None  # the turns are read, no model is loaded for them
+    batch = {
+        "file_id": np.array(["known", "elsewhere"]),
+        "audio": np.array([audio.tobytes()] * 2, dtype=object),
+        "sample_rate": np.array([16000, 16000]),
+        "speech": np.array([pack(speech)] * 2, dtype=object),
+        "start": np.array([0.0, 0.0]),
+        "seconds": np.array([8.0, 8.0]),
+        "duration": np.array([8.0, 8.0]),
+        "status": np.array(["ok", "ok"]),
+        "reason": np.array(["", ""]),
+    }
+    out = operator(batch)
+    known = [i for i, f in enumerate(out["file_id"]) if f == "known"]
+    assert {int(out["speaker_count"][i]) for i in known} >= {2}  # the multi_speaker remainder
+    parts = [i for i in known if out["status"][i] == "ok"]
+    assert len(parts) == 2 and all(int(out["speaker_count"][i]) == 1 for i in parts)
+    elsewhere = [i for i, f in enumerate(out["file_id"]) if f == "elsewhere"]
+    assert len(elsewhere) == 1 and int(out["speaker_count"][elsewhere[0]]) == 1
+    assert operator.encoder is not None
