@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from audio_ops.io import ANALYSIS_RATE
-from audio_ops.models import MissingDependency, ModelError, pick_device
+from audio_ops.models import MissingDependency, ModelError, ModelRef, hub_offline, pick_device
 
 
 def word_tokens(word: str, vocab: dict[str, int], upper: bool) -> list[int]:
@@ -114,22 +114,20 @@ def _fill_gaps(words: list[dict[str, Any]], duration: float) -> None:
         w["start"], w["end"] = round(before, 3), round(max(after, before), 3)
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-
-
 def check_aligner(model: str | None) -> None:
     """Fail before any work for an aligner that cannot load: a local path that is not a model
     folder, or a hub id while ``HF_HUB_OFFLINE`` is set and the hub cache lacks it."""
     if not model:
         return
-    if os.path.isdir(model):
-        if not os.path.isfile(os.path.join(model, "config.json")):
+    kind = ModelRef(model).kind
+    if kind == "path":
+        if not os.path.isdir(os.path.expanduser(model)):
+            raise ModelError(f"transcription.aligner: no folder {model!r}")
+        if not os.path.isfile(os.path.join(os.path.expanduser(model), "config.json")):
             raise ModelError(f"transcription.aligner: {model!r} has no config.json (a CTC model)")
-        return
-    if model.startswith((".", "/", "~")) or os.sep + os.sep in model or model.count("/") > 1:
-        raise ModelError(f"transcription.aligner: no folder {model!r}")
-    if _offline():
+    elif kind != "hub":
+        raise ModelError(f"transcription.aligner: {model!r} is not a hub id or a local folder")
+    elif hub_offline():
         from huggingface_hub import try_to_load_from_cache
 
         if not isinstance(try_to_load_from_cache(model, "config.json"), str):
@@ -157,9 +155,9 @@ class CtcAligner:
         except ImportError as exc:  # pragma: no cover - base dependencies
             raise MissingDependency("transformers") from exc
         self.torch = torch
-        local = os.path.isdir(model)
+        local = ModelRef(model).kind == "path"
         options: dict[str, Any] = {} if local else {"revision": revision}
-        offline = _offline()
+        offline = hub_offline()
         if local or offline:
             options["local_files_only"] = True
         try:

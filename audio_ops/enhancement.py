@@ -770,11 +770,15 @@ class Enhancer:
         self._lock = threading.Lock()
         self._vad = None
 
+    @property
+    def checks_babble(self) -> bool:
+        """Whether auto's DFN3 choices are checked for babble (``max_removed_speech`` set)."""
+        return self.config.method == "auto" and self.config.max_removed_speech is not None
+
     def check_babble(self, audio: np.ndarray, enhanced: np.ndarray, sample_rate: int) -> bool:
         """Whether DFN3's output of ``audio`` removed other voices (see
         :attr:`EnhancementConfig.max_removed_speech`); False when the check is off."""
-        limit = self.config.max_removed_speech
-        if limit is None or self.config.method != "auto":
+        if not self.checks_babble:
             return False
         if self._vad is None:
             from audio_ops.vad import SileroVAD
@@ -782,7 +786,7 @@ class Enhancer:
             self._vad = SileroVAD()
         with self._lock:
             score = removed_speech(audio, enhanced, sample_rate, self._vad)
-        return bool(score >= limit)
+        return bool(score >= self.config.max_removed_speech)
 
     def choose(self, snr_db: float) -> str:
         """The method for an input of estimated SNR ``snr_db`` (see :meth:`decide`)."""
@@ -933,17 +937,16 @@ class EnhancedStream:
         # auto, DFN3 chosen: run it on the first block and check what it removed (babble).
         self.babble = False
         self._done = None  # DFN3's output of a one-block signal, kept from the check
-        if self.method == "dfn3" and first.size and config.method == "auto":
-            if config.max_removed_speech is not None:
-                second = next(blocks, None)
-                if second is not None:
-                    blocks = itertools.chain([second], blocks)
-                output = _gather(self._dfn3([first]), first.size)
-                if enhancer.check_babble(first, output, sample_rate):
-                    self.method, self.atten_lim_db = "spectral_gating", float("nan")
-                    self.babble = True
-                elif second is None:
-                    self._done = output
+        if self.method == "dfn3" and first.size and enhancer.checks_babble:
+            second = next(blocks, None)
+            if second is not None:
+                blocks = itertools.chain([second], blocks)
+            output = _gather(self._dfn3([first]), first.size)
+            if enhancer.check_babble(first, output, sample_rate):
+                self.method, self.atten_lim_db = "spectral_gating", float("nan")
+                self.babble = True
+            elif second is None:
+                self._done = output
         self._blocks = itertools.chain([first], blocks)
 
     def _dfn3(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:

@@ -113,6 +113,8 @@ class ModelRef:
             return "url"
         if os.path.exists(os.path.expanduser(self.ref)) or self.ref.startswith((".", "/", "~")):
             return "path"
+        if self.ref.count("/") > 1:  # a hub id is NAME or OWNER/NAME
+            return "path"
         return "hub"
 
 
@@ -216,6 +218,11 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ModelError(f"cannot load {path} with weights_only=True: {exc}") from exc
+
+
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` asks for no hub access (hub ids then load from the cache only)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
 def pick_device(device: str = "auto") -> str:

@@ -38,7 +38,14 @@ import numpy as np
 
 from audio_ops import ADDED_LATER
 from audio_ops.io import ANALYSIS_RATE
-from audio_ops.models import MissingDependency, ModelError, ModelRef, pick_device, resolve
+from audio_ops.models import (
+    MissingDependency,
+    ModelError,
+    ModelRef,
+    hub_offline,
+    pick_device,
+    resolve,
+)
 
 SAMPLE_RATE = ANALYSIS_RATE  # see audio_ops.io
 WINDOW_SECONDS = 30.0  # Whisper's input window
@@ -365,10 +372,6 @@ def _check_language(config: TranscriptionConfig, multilingual: bool) -> None:
         )
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-
-
 class FasterWhisperBackend:
     """Whisper on CTranslate2 through faster-whisper.
 
@@ -398,7 +401,7 @@ class FasterWhisperBackend:
                 compute_type=config.compute_type,
                 cpu_threads=config.threads(),
                 revision=config.revision if kind == "hub" else None,
-                local_files_only=kind == "hub" and _offline(),
+                local_files_only=kind == "hub" and hub_offline(),
             )
         except Exception as exc:
             hint = ""
@@ -408,7 +411,7 @@ class FasterWhisperBackend:
                         " (this looks like a transformers folder: use backend 'transformers' or "
                         "convert it with ct2-transformers-converter)"
                     )
-            if kind == "hub" and _offline():
+            if kind == "hub" and hub_offline():
                 hint = " (HF_HUB_OFFLINE is set and the model is not in the local hub cache)"
             raise ModelError(
                 f"cannot load Whisper model {config.model!r} with faster-whisper{hint}: {exc}"
@@ -634,13 +637,13 @@ class TransformersBackend:
                 "(e.g. openai/whisper-tiny.en)"
             )
         options: dict[str, Any] = {"revision": config.revision} if kind == "hub" else {}
-        if kind != "hub" or _offline():
+        if kind != "hub" or hub_offline():
             options["local_files_only"] = True
         try:
             self.processor = WhisperProcessor.from_pretrained(location, **options)
             self.model = WhisperForConditionalGeneration.from_pretrained(location, **options)
         except (OSError, ValueError) as exc:
-            offline = " (HF_HUB_OFFLINE is set)" if kind == "hub" and _offline() else ""
+            offline = " (HF_HUB_OFFLINE is set)" if kind == "hub" and hub_offline() else ""
             raise ModelError(
                 f"cannot load Whisper model {config.model!r} with transformers{offline}: {exc}"
             ) from exc

@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine, save  # noqa: E402
-from benchmarks.duplicates import RATE, ami, copies, librispeech  # noqa: E402
+from benchmarks.duplicates import RATE, ami, librispeech, with_copies  # noqa: E402
 
 N_FFT, HOP = 512, 256  # 32 ms windows every 16 ms at 16 kHz
 BINS = slice(10, 128)  # about 300 Hz to 4 kHz
@@ -97,14 +97,7 @@ def landmark_scores(prints: list[tuple[np.ndarray, np.ndarray]]) -> Counter:
 def evaluate(name: str, sources: list[tuple[str, np.ndarray]]) -> dict:
     from audio_ops.duplicates import candidate_pairs, fingerprint, minhash
 
-    clips, origin = [], []
-    for index, (_, audio) in enumerate(sources):
-        clips.append(audio)
-        origin.append(index)
-        if index % 3 == 0:
-            for copy in copies(audio):
-                clips.append(copy)
-                origin.append(index)
+    clips, origin, _ = with_copies(sources)
     n = len(clips)
     pairs = n * (n - 1) // 2
     true = {(a, b) for a in range(n) for b in range(a + 1, n) if origin[a] == origin[b]}

@@ -101,6 +101,18 @@ def ami(rng: np.random.Generator) -> list[tuple[str, np.ndarray]]:
     return out
 
 
+def with_copies(sources: list[tuple[str, np.ndarray]]) -> tuple[list, list[int], list[str]]:
+    """``(clips, origin, label)``: every source, each third one followed by its four
+    :func:`copies`; ``origin`` is the source's index and ``label`` its speaker (or meeting)."""
+    clips, origin, label = [], [], []
+    for index, (who, audio) in enumerate(sources):
+        for clip in [audio, *(copies(audio) if index % 3 == 0 else [])]:
+            clips.append(clip)
+            origin.append(index)
+            label.append(who)
+    return clips, origin, label
+
+
 def evaluate(name: str, sources: list[tuple[str, np.ndarray]]) -> dict:
     from audio_ops.duplicates import (
         FP_HOP,
@@ -110,16 +122,7 @@ def evaluate(name: str, sources: list[tuple[str, np.ndarray]]) -> dict:
         group_duplicates,
     )
 
-    clips, origin, speaker = [], [], []
-    for index, (who, audio) in enumerate(sources):
-        clips.append(audio)
-        origin.append(index)
-        speaker.append(who)
-        if index % 3 == 0:
-            for copy in copies(audio):
-                clips.append(copy)
-                origin.append(index)
-                speaker.append(who)
+    clips, origin, speaker = with_copies(sources)
     seconds = sum(c.size for c in clips) / RATE
     t0 = time.perf_counter()
     prints = [fingerprint(c, RATE) for c in clips]

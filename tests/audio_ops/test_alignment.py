@@ -128,5 +128,7 @@ def test_an_aligner_that_cannot_load_is_refused_before_any_work(tiny_ctc, tmp_pa
         check_aligner(str(tmp_path))
     with pytest.raises(ModelError, match="no folder"):
         check_aligner(str(tmp_path / "missing"))
+    with pytest.raises(ModelError, match="no folder"):  # a hub id has at most one slash
+        check_aligner("models/ctc/v1")
     with pytest.raises(ModelError, match="hub cache does not hold it"):
         check_aligner("facebook/wav2vec2-base-960h")
