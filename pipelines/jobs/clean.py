@@ -28,7 +28,13 @@ import pyarrow as pa
 from audio_ops import ADDED_LATER
 from audio_ops.balance import BalanceConfig, assign_speakers, balance
 from audio_ops.clips import ClipConfig, clip_id, segment_file
-from audio_ops.duplicates import DuplicateConfig, fingerprint, group_duplicates
+from audio_ops.duplicates import (
+    DuplicateConfig,
+    DuplicateIndex,
+    fingerprint,
+    landmarks,
+    partitions_for,
+)
 from audio_ops.errors import error_kind
 from audio_ops.filters import Funnel, first_failure, parse_rules
 from audio_ops.io import ANALYSIS_RATE
@@ -590,16 +596,19 @@ class FilterWriteOperator:
         rules: the parsed filter rules.
         out: the run's output folder.
         fingerprints: give each kept clip its audio ``fingerprint`` (uint32 bytes, see
-            :func:`audio_ops.duplicates.fingerprint`) for the corpus-wide duplicate check.
+            :func:`audio_ops.duplicates.fingerprint`) for the corpus-wide duplicate check ...
+        landmarks: ... and its ``landmarks`` (uint64 bytes, :func:`audio_ops.duplicates.landmarks`)
+            for the duplicate index.
     """
 
     num_cpus = 0.25
     batch_size = 8
     inputs = ("file_id", "start", "audio", "sample_rate")
-    outputs = ("reason", "status", "audio_path", "fingerprint")
+    outputs = ("reason", "status", "audio_path", "fingerprint", "landmarks")
 
-    def __init__(self, rules: list, out: str, fingerprints: bool = True):
+    def __init__(self, rules: list, out: str, fingerprints: bool = True, landmarks: bool = True):
         self.rules, self.out, self.fingerprints = rules, out, fingerprints
+        self.landmarks = fingerprints and landmarks
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import io
@@ -607,7 +616,7 @@ class FilterWriteOperator:
         import soundfile as sf
 
         n = len(batch["file_id"])
-        reasons, paths, prints = [], [], []
+        reasons, paths, prints, marks = [], [], [], []
         for i in range(n):
             row = {
                 k: (v[i].item() if hasattr(v[i], "item") else v[i])
@@ -619,15 +628,14 @@ class FilterWriteOperator:
             if reason:
                 paths.append("")
                 prints.append(b"")
+                marks.append(b"")
                 continue
             name = f"clips/{clip_id(row['file_id'], row['start'])}.flac"
             buffer = io.BytesIO()
             samples = np.frombuffer(batch["audio"][i], dtype=np.float32)
-            prints.append(
-                fingerprint(samples, int(row["sample_rate"])).tobytes()
-                if self.fingerprints
-                else b""
-            )
+            rate = int(row["sample_rate"])
+            prints.append(fingerprint(samples, rate).tobytes() if self.fingerprints else b"")
+            marks.append(landmarks(samples, rate).tobytes() if self.landmarks else b"")
             sf.write(buffer, samples, int(row["sample_rate"]), format="FLAC", subtype="PCM_16")
             write_bytes_atomic(join(self.out, name), buffer.getvalue())
             paths.append(name)
@@ -636,6 +644,7 @@ class FilterWriteOperator:
         out["status"] = np.where(np.array(reasons, dtype=object) == "", "ok", "skip").astype(object)
         out["audio_path"] = np.array(paths, dtype=object)
         out["fingerprint"] = np.array(prints, dtype=object)
+        out["landmarks"] = np.array(marks, dtype=object)
         return out
 
 
@@ -657,7 +666,9 @@ _DROP = {
     "part_last",
 }
 #: Kept in the shards for the corpus-wide steps, not written to clips.parquet.
-_INTERNAL = ("fingerprint", "funnel_seconds")
+_INTERNAL = ("fingerprint", "landmarks", "funnel_seconds")
+#: Payloads of the duplicate check: streamed from the shards into its index, never all held.
+_PRINTS = ("fingerprint", "landmarks")
 
 
 _FUNNEL_SCHEMA = pa.schema(
@@ -739,6 +750,7 @@ class CleanJob(FileJob):
                     "rules": self.rules,
                     "out": self.out,
                     "fingerprints": self.config.duplicates.enabled,
+                    "landmarks": self.config.duplicates.index == "landmarks",
                 },
                 False,
             )
@@ -816,7 +828,12 @@ class CleanJob(FileJob):
         """The kept clips, the clips the corpus-wide steps dropped from them (rejected rows:
         ``duplicate``, ``speaker_cap``, ``speaker_min_clips``) and the funnel."""
         config = self.config
-        kept = [r for t in self.store.read("kept") for r in t.to_pylist() if r["file_id"] in seen]
+        kept = [
+            r
+            for t in self.store.read("kept", skip=_PRINTS)
+            for r in t.to_pylist()
+            if r["file_id"] in seen
+        ]
         kept.sort(key=lambda r: r["clip_id"])
         funnel = _funnel_from(self.store, seen)
         dropped: list[dict] = []
@@ -841,12 +858,7 @@ class CleanJob(FileJob):
                 row["speaker_global"], row["speaker_share"] = speaker, share
             self.speakers_matched = sum(r["speaker_global"] is not None for r in kept)
         if config.duplicates.enabled and kept:
-            prints = [np.frombuffer(r.get("fingerprint") or b"", np.uint32) for r in kept]
-            group, keeper, _ = group_duplicates(
-                prints,
-                config.duplicates,
-                order=lambda i: (-float(kept[i].get("duration") or 0.0), kept[i]["clip_id"]),
-            )
+            group, keeper = self._duplicates(kept, seen)
             still = []
             for i, row in enumerate(kept):
                 row["duplicate_group"] = kept[keeper[i]]["clip_id"] if group[i] >= 0 else None
@@ -871,6 +883,32 @@ class CleanJob(FileJob):
             for name in _INTERNAL:
                 row.pop(name, None)
         return kept, dropped, funnel
+
+    def _duplicates(self, kept: list[dict], seen: set[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Each kept clip's duplicate group (-1: none) and its group's kept clip, by index in
+        ``kept``. The fingerprints and landmarks are read from the shards one shard at a time
+        into a :class:`~audio_ops.duplicates.DuplicateIndex` on the driver's temporary disk."""
+        config = self.config.duplicates
+        number = {r["clip_id"]: i for i, r in enumerate(kept)}
+        seconds = sum(float(r.get("duration") or 0.0) for r in kept)
+        columns = ["clip_id", "file_id", "fingerprint"]
+        if config.index == "landmarks":
+            columns.append("landmarks")
+        with DuplicateIndex(len(kept), config, partitions=partitions_for(seconds)) as index:
+            for table in self.store.read("kept", columns=columns):
+                for batch in table.to_batches(256):
+                    for row in batch.to_pylist():
+                        if row["file_id"] not in seen:
+                            continue
+                        index.add(
+                            number[row["clip_id"]],
+                            np.frombuffer(row.get("fingerprint") or b"", np.uint32),
+                            np.frombuffer(row.get("landmarks") or b"", np.uint64),
+                        )
+            group, keeper, _ = index.group(
+                order=lambda i: (-float(kept[i].get("duration") or 0.0), kept[i]["clip_id"])
+            )
+        return group, keeper
 
     def record(self) -> dict[str, Any]:
         funnel = self.funnel

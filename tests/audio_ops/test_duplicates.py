@@ -12,12 +12,16 @@ from helpers import REPO
 from audio_ops.duplicates import (
     FP_HOP,
     FP_RATE,
+    MAX_POSTS,
     DuplicateConfig,
+    DuplicateIndex,
     bit_error_rate,
     candidate_pairs,
     fingerprint,
     group_duplicates,
+    landmarks,
     minhash,
+    partitions_for,
 )
 from audio_ops.io import load_audio, resample
 from benchmarks.duplicates import mp3
@@ -80,18 +84,36 @@ def test_copies_match_and_different_utterances_of_one_speaker_do_not():
                 assert ber > 0.4
 
 
-def test_a_corpus_with_copies_is_grouped_exactly():
-    items = utterances()
+@functools.cache
+def corpus_with_copies() -> tuple[list[np.ndarray], list[int]]:
+    """The 9 utterances, every other one followed by its four :func:`copies`; ``truth``: the
+    source utterance of each clip."""
     clips, truth = [], []
-    for index, (_, audio) in enumerate(items):
+    for index, (_, audio) in enumerate(utterances()):
         clips.append(audio)
         truth.append(index)
         if index % 2 == 0:  # every other utterance is in the corpus more than once
             for copy in copies(audio).values():
                 clips.append(copy)
                 truth.append(index)
+    return clips, truth
+
+
+def grouped_by_index(clips, partitions=16, order=None, config=None, buffer=1 << 21):
     prints = [fingerprint(c, RATE) for c in clips]
-    group, keeper, pairs = group_duplicates(prints)
+    with DuplicateIndex(len(clips), config, partitions=partitions, buffer=buffer) as index:
+        for i in order if order is not None else range(len(clips)):
+            index.add(int(i), prints[i], landmarks(clips[i], RATE))
+        group, keeper, pairs = index.group()
+    return prints, list(group), list(keeper), pairs
+
+
+@pytest.mark.parametrize("method", ["landmarks", "minhash"])
+def test_a_corpus_with_copies_is_grouped_exactly(method):
+    """The landmark index (on disk) and the MinHash method of older folders, same answer."""
+    items = utterances()
+    clips, truth = corpus_with_copies()
+    prints, group, keeper, pairs = grouped_by_index(clips, config=DuplicateConfig(index=method))
     # Same group exactly when the same utterance: precision and recall 1.0 on this set.
     for i in range(len(clips)):
         for j in range(i + 1, len(clips)):
@@ -102,6 +124,77 @@ def test_a_corpus_with_copies_is_grouped_exactly():
     for i, k in enumerate(keeper):  # the longest copy is the one kept
         assert len(prints[k]) >= len(prints[i])
     assert all(ber <= DuplicateConfig().max_ber for _, _, ber in pairs)
+
+
+def test_the_index_answer_does_not_depend_on_partitions_order_or_buffer(tmp_path):
+    """Postings spilled to many partition files in any order give the groups one partition in
+    memory gives; the index's files are removed when it closes."""
+    clips, truth = corpus_with_copies()
+    _, group, keeper, _ = grouped_by_index(clips, partitions=1)
+    shuffled = np.random.default_rng(7).permutation(len(clips))
+    _, group2, keeper2, _ = grouped_by_index(clips, partitions=8, order=shuffled, buffer=500)
+    assert (group2, keeper2) == (group, keeper)
+    assert len(set(keeper)) == len(utterances())
+    with DuplicateIndex(3, folder=str(tmp_path), partitions=4, buffer=10) as index:
+        audio = utterances()[0][1]
+        marks = landmarks(audio, RATE)
+        assert marks.dtype == np.uint64 and marks.size > 100 * audio.size / RATE
+        index.add(0, fingerprint(audio, RATE), marks)
+        files = list(next(tmp_path.iterdir()).iterdir())
+        assert any(f.name.startswith("posts-") for f in files)  # spilled, not held
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_clip_repeated_hundreds_of_times_is_one_group():
+    """A jingle in every episode, at its own level each time: each of its keys is held by more
+    than MAX_POSTS clips, which then vote with their neighbours only; all copies are found."""
+    audio = utterances()[3][1][: 3 * RATE]
+    gains = np.random.default_rng(0).uniform(0.3, 1.0, MAX_POSTS + 20)
+    _, group, keeper, _ = grouped_by_index([audio * g for g in gains])
+    assert set(group) == {0} and len(set(keeper)) == 1
+
+
+def test_a_chain_of_partial_matches_never_drops_a_clip_for_one_it_does_not_match():
+    """x, then x with y 5 dB under it, then y: the mixture matches both (bit error rates about
+    0.25 and 0.28), x and y do not match (0.45). The mixture is dropped for x; y is kept, not
+    dropped for x through the mixture."""
+    items = utterances()
+    length = min(a.size for _, a in items)
+    x, y = items[0][1][:length], items[3][1][:length]
+    y = y * (np.sqrt(np.mean(x**2)) / np.sqrt(np.mean(y**2))) * 10 ** (-5 / 20)
+    prints, group, keeper, pairs = grouped_by_index([x, x + y, y])
+    shift = int(round(DuplicateConfig().max_shift * FP_RATE / FP_HOP))
+    assert bit_error_rate(prints[0], prints[2], shift, 0.5)[0] > DuplicateConfig().max_ber
+    assert {(i, j) for i, j, _ in pairs} >= {(1, 2)}  # the mixture matched y too
+    assert keeper == [0, 0, 2] and group == [0, 0, -1]
+
+
+def test_landmarks_ignore_gain_and_follow_the_rate():
+    audio = utterances()[1][1]
+    marks = landmarks(audio, RATE)
+    np.testing.assert_array_equal(landmarks(audio * 0.05, RATE), marks)
+    other = landmarks(resample(audio, RATE, 44100), 44100)
+    assert np.intersect1d(other >> np.uint64(32), marks >> np.uint64(32)).size > 0.5 * marks.size
+    assert landmarks(np.zeros(RATE, np.float32), RATE).size == 0  # digital silence
+    assert landmarks(np.ones(100, np.float32), RATE).size == 0  # shorter than a window
+    with pytest.raises(ValueError, match="mono"):
+        landmarks(np.zeros((2, RATE), np.float32), RATE)
+
+
+def test_index_input_errors_and_empty_clips():
+    with pytest.raises(ValueError, match="power of two"):
+        DuplicateIndex(2, partitions=3)
+    with DuplicateIndex(2) as index:
+        with pytest.raises(IndexError):
+            index.add(2, np.zeros(0, np.uint32))
+        index.add(0, np.zeros(0, np.uint32), np.zeros(0, np.uint64))
+        index.add(1, np.zeros(0, np.uint32), np.zeros(0, np.uint64))
+        group, keeper, pairs = index.group()
+    assert list(group) == [-1, -1] and list(keeper) == [0, 1] and pairs == []
+    with DuplicateIndex(0) as index:
+        group, keeper, pairs = index.group()
+    assert group.size == 0 and keeper.size == 0
+    assert partitions_for(0) == 1 and partitions_for(10_000 * 3600) == 512
 
 
 def test_minhash_candidates_and_degenerate_input():
@@ -122,6 +215,8 @@ def test_minhash_candidates_and_degenerate_input():
         ({"max_shift": -1.0}, "max_shift"),
         ({"min_overlap": 0.0}, "min_overlap"),
         ({"keys": 0}, "keys"),
+        ({"index": "lsh"}, "index"),
+        ({"min_votes": 0}, "min_votes"),
     ],
 )
 def test_bad_config_is_refused(kwargs, message):

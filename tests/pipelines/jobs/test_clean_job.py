@@ -240,6 +240,19 @@ def test_folders_from_before_the_duplicate_check_keep_their_hash_when_it_is_off(
     assert tighter.duplicates.max_ber == 0.2 and config_hash(tighter) != config_hash(default)
 
 
+def test_folders_from_before_the_landmark_index_resume_with_minhash():
+    """Clean folders written with the MinHash candidates (before 2026-12-06) are refused by the
+    new default and keep their hash with ``duplicates: {index: minhash}``."""
+    from pipelines.jobs.clean import CleanRunConfig
+
+    default = _hash_view(load_config(CleanRunConfig, None, {}))["duplicates"]
+    legacy = _hash_view(load_config(CleanRunConfig, None, {"duplicates.index": "minhash"}))
+    assert default["index"] == "landmarks"
+    assert set(default) - set(legacy["duplicates"]) == {"index"}  # what older hashes lack
+    with pytest.raises(ConfigError, match="index"):
+        load_config(CleanRunConfig, None, {"duplicates.index": "lsh"})
+
+
 def test_the_speaker_check_source_is_in_the_config_hash():
     """``speaker.source: auto`` is resolved in the config: with ``speaker_ids`` the check reads
     the diarization, a change of behaviour that a folder checked by embeddings before must not
