@@ -194,7 +194,7 @@ def test_index_input_errors_and_empty_clips():
     with DuplicateIndex(0) as index:
         group, keeper, pairs = index.group()
     assert group.size == 0 and keeper.size == 0
-    assert partitions_for(0) == 1 and partitions_for(10_000 * 3600) == 512
+    assert partitions_for(0) == 1 and partitions_for(10_000 * 3600) == 2048
 
 
 def test_minhash_candidates_and_degenerate_input():
