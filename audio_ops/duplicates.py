@@ -20,8 +20,8 @@ small time shift. Such clips are found in three steps:
    a second set of partitions by clip, and each clip pair scores the votes of its best two
    neighbouring offsets (32 ms each). Copies agree on one offset; unrelated clips scatter, and
    share a 31-bit key about once per 20-30 pairs (peak pairs: more than once per pair;
-   measured on real speech, benchmarks/duplicate_candidates.py). Memory is one partition's postings or votes, not the
-   corpus's; pairs with at least ``min_votes`` become candidates. (``index: minhash``, the
+   measured on real speech, benchmarks/duplicate_candidates.py). Memory is one partition's
+   postings or votes, not the corpus's; pairs with at least ``min_votes`` become candidates. (``index: minhash``, the
    method before 2026-12-06: MinHash of the fingerprints' 16-bit halves, candidates about 15 %
    of all clip pairs, fingerprints held in memory; kept for folders written with it.)
 3. :func:`bit_error_rate`: the candidate pair's fraction of differing fingerprint bits at the
@@ -29,8 +29,9 @@ small time shift. Such clips are found in three steps:
    least ``min_overlap`` of the shorter clip. Copies measure 0.05-0.25, two different utterances
    of one speaker about 0.45-0.5 (benchmarks/duplicates.py).
 
-Verified pairs are joined into groups (union-find); each group keeps the clip that sorts first
-by the caller's key (longest, then lowest index by default).
+Verified pairs are joined into groups around kept clips (:meth:`DuplicateIndex.group`): each
+keeps the clip that sorts first by the caller's key (longest, then lowest index by default), and
+every other clip of a group matches that kept clip itself.
 """
 
 from __future__ import annotations
@@ -112,18 +113,25 @@ _BANDS = _band_matrix(FP_RATE, FP_WINDOW)
 _WEIGHTS = (1 << np.arange(31, -1, -1, dtype=np.uint64)).astype(np.uint64)
 
 
+def at_print_rate(audio: np.ndarray, sample_rate: int, what: str = "prints") -> np.ndarray:
+    """Mono ``float32`` audio at :data:`FP_RATE`, what :func:`fingerprint` and
+    :func:`landmarks` read (resample once and pass ``FP_RATE`` to make both)."""
+    x = np.asarray(audio, np.float32)
+    if x.ndim != 1:
+        raise ValueError(f"{what} expects mono audio")
+    if sample_rate != FP_RATE:
+        from audio_ops.io import resample
+
+        x = resample(x, sample_rate, FP_RATE)
+    return x
+
+
 def fingerprint(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     """32-bit sub-fingerprints (``uint32``, one per 16 ms frame) of mono audio.
 
     Audio shorter than one window gives an empty array (such a clip is never a duplicate).
     """
-    if sample_rate != FP_RATE:
-        from audio_ops.io import resample
-
-        audio = resample(np.asarray(audio, np.float32), sample_rate, FP_RATE)
-    x = np.asarray(audio, np.float32)
-    if x.ndim != 1:
-        raise ValueError("fingerprint expects mono audio")
+    x = at_print_rate(audio, sample_rate, "fingerprint")
     if x.size < FP_WINDOW + FP_HOP:
         return np.zeros(0, np.uint32)
     frames = np.lib.stride_tricks.sliding_window_view(x, FP_WINDOW)[::FP_HOP]
@@ -335,13 +343,7 @@ def landmarks(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     peak first)."""
     from scipy.ndimage import maximum_filter
 
-    if sample_rate != FP_RATE:
-        from audio_ops.io import resample
-
-        audio = resample(np.asarray(audio, np.float32), sample_rate, FP_RATE)
-    x = np.asarray(audio, np.float32)
-    if x.ndim != 1:
-        raise ValueError("landmarks expects mono audio")
+    x = at_print_rate(audio, sample_rate, "landmarks")
     peak = float(np.max(np.abs(x))) if x.size else 0.0
     if x.size < LM_FFT + LM_HOP or peak == 0.0:
         return np.zeros(0, np.uint64)
@@ -583,9 +585,9 @@ class DuplicateIndex:
         the first keeper it has a verified pair with, else the first keeper its bit error rate
         matches now among those of the groups its partners joined and the first
         :data:`STAR_TRIES` (copies of a clip so common that only neighbours voted), else keeps
-        for a group of its own. A chain A ~ B ~ C of
-        partial matches (clips that share part of their audio) then never drops C for A, and
-        the work stays linear in the component's size."""
+        for a group of its own. A chain A ~ B ~ C of partial matches (clips that share part of
+        their audio) then never drops C for A, and the work stays linear in the component's
+        size."""
         config = self.config
         keepers: list[list[int]] = []
         star_of: dict[int, int] = {}  # a keeper's place in ``keepers``

@@ -82,21 +82,19 @@ def remove(url: str, recursive: bool = False) -> None:
         fs.rm(path, recursive=recursive)
 
 
-def read_table(url: str, columns: list[str] | None = None) -> pa.Table:
-    """One Parquet file, local or URL (only ``columns``, when given)."""
+def read_table(url: str, columns: list[str] | None = None, skip: tuple[str, ...] = ()) -> pa.Table:
+    """One Parquet file, local or URL: only ``columns`` when given (those the file has: a
+    table written without rows may have none), never those in ``skip``; the file is opened once."""
     if is_local(url):
-        return pq.read_table(normalize_uri(url), columns=columns)
-    fs, path = _fs(url)
-    return pq.read_table(path, filesystem=fs, columns=columns)
-
-
-def table_columns(url: str) -> list[str]:
-    """The column names of one Parquet file (its footer only)."""
-    if is_local(url):
-        return pq.read_schema(normalize_uri(url)).names
-    fs, path = _fs(url)
-    with fs.open(path, "rb") as f:
-        return pq.read_schema(f).names
+        source, fs = normalize_uri(url), None
+    else:
+        fs, source = _fs(url)
+    if columns is None and not skip:
+        return pq.read_table(source, filesystem=fs)
+    with fs.open(source, "rb") if fs is not None else open(source, "rb") as f:
+        parquet = pq.ParquetFile(f)
+        names = parquet.schema_arrow.names
+        return parquet.read(columns=[c for c in (columns or names) if c in names and c not in skip])
 
 
 def shard_name(file_ids: Iterable[str]) -> str:
@@ -157,19 +155,14 @@ class ShardStore:
         self, table: str, columns: list[str] | None = None, skip: tuple[str, ...] = ()
     ) -> Iterator[pa.Table]:
         """The committed shards of ``table``, one Arrow table each, in name order (a shard whose
-        table is absent, because that table was optional then, is skipped): only ``columns``
-        when given (those the shard has: a shard without rows may have no columns), and never
-        those in ``skip`` (large payloads a caller reads apart)."""
+        table is absent, because that table was optional then, is skipped), with ``columns``
+        and ``skip`` as :func:`read_table` takes them (``skip``: large payloads a caller reads
+        apart)."""
         present = set(_list(join(self.root, table)))
         for name in self.committed():
             if name not in present:
                 continue
-            url = join(self.root, table, name)
-            wanted = None
-            if columns is not None or skip:
-                names = table_columns(url)
-                wanted = [c for c in (columns or names) if c in names and c not in skip]
-            yield read_table(url, wanted)
+            yield read_table(join(self.root, table, name), columns, skip)
 
     # -- committing ---------------------------------------------------------------------------
     def add(self, file_id: str, rows: dict[str, list[dict[str, Any]]]) -> bool:

@@ -29,8 +29,10 @@ from audio_ops import ADDED_LATER
 from audio_ops.balance import BalanceConfig, assign_speakers, balance
 from audio_ops.clips import ClipConfig, clip_id, segment_file
 from audio_ops.duplicates import (
+    FP_RATE,
     DuplicateConfig,
     DuplicateIndex,
+    at_print_rate,
     fingerprint,
     landmarks,
     partitions_for,
@@ -634,9 +636,14 @@ class FilterWriteOperator:
             buffer = io.BytesIO()
             samples = np.frombuffer(batch["audio"][i], dtype=np.float32)
             rate = int(row["sample_rate"])
-            prints.append(fingerprint(samples, rate).tobytes() if self.fingerprints else b"")
-            marks.append(landmarks(samples, rate).tobytes() if self.landmarks else b"")
-            sf.write(buffer, samples, int(row["sample_rate"]), format="FLAC", subtype="PCM_16")
+            if self.fingerprints:  # resampled once for both
+                heard = at_print_rate(samples, rate)
+                prints.append(fingerprint(heard, FP_RATE).tobytes())
+                marks.append(landmarks(heard, FP_RATE).tobytes() if self.landmarks else b"")
+            else:
+                prints.append(b"")
+                marks.append(b"")
+            sf.write(buffer, samples, rate, format="FLAC", subtype="PCM_16")
             write_bytes_atomic(join(self.out, name), buffer.getvalue())
             paths.append(name)
         out = {k: v for k, v in batch.items() if k != "audio"}
