@@ -99,25 +99,48 @@ def balance(rows: Sequence[dict[str, Any]], config: BalanceConfig) -> list[str]:
         rows: kept clips, each with ``clip_id``, ``duration`` (seconds) and ``config.by``.
         config: the caps.
     """
-    reasons = [""] * len(rows)
+    return balance_columns(
+        [r["clip_id"] for r in rows],
+        [r.get("duration") for r in rows],
+        [r.get(config.by) for r in rows],
+        config,
+    )
+
+
+def balance_columns(
+    clip_ids: Sequence[str],
+    durations: Sequence[float | None],
+    speakers: Sequence[Any],
+    config: BalanceConfig,
+) -> list[str]:
+    """:func:`balance` on columns (what a corpus-wide pass holds: no row dictionaries).
+
+    Args:
+        clip_ids: each clip's id.
+        durations: each clip's seconds (None: 0).
+        speakers: each clip's ``config.by`` value (None, NaN or empty: no speaker, left alone).
+        config: the caps.
+    """
+    if not len(clip_ids) == len(durations) == len(speakers):
+        raise ValueError("clip_ids, durations and speakers differ in length")
+    reasons = [""] * len(clip_ids)
     if not config.active:
         return reasons
-    speakers: dict[Any, list[int]] = defaultdict(list)
-    for i, row in enumerate(rows):
-        speaker = row.get(config.by)
+    members_of: dict[Any, list[int]] = defaultdict(list)
+    for i, speaker in enumerate(speakers):
         if speaker is None or (isinstance(speaker, float) and np.isnan(speaker)) or speaker == "":
             continue
-        speakers[speaker].append(i)
+        members_of[speaker].append(i)
     cap = config.max_hours_per_speaker
-    for members in speakers.values():
-        members.sort(key=lambda i: _order_key(str(rows[i]["clip_id"])))
+    for members in members_of.values():
+        members.sort(key=lambda i: _order_key(str(clip_ids[i])))
         kept = []
         if cap is None:
             kept = members
         else:
             hours = 0.0
             for i in members:
-                clip_hours = float(rows[i].get("duration") or 0.0) / 3600
+                clip_hours = float(durations[i] or 0.0) / 3600
                 if hours + clip_hours <= cap + 1e-12:
                     hours += clip_hours
                     kept.append(i)

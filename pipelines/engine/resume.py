@@ -67,10 +67,13 @@ def _list(directory: str) -> list[str]:
 
 
 def remove(url: str, recursive: bool = False) -> None:
-    """Delete a file (or, ``recursive``, a folder), local or URL; nothing if it is absent."""
+    """Delete a file (or, ``recursive``, a folder), local or URL; nothing if it is absent. A
+    local folder without ``recursive`` is an error, not deleted."""
     if is_local(url):
         path = normalize_uri(url)
         if os.path.isdir(path):
+            if not recursive:
+                raise IsADirectoryError(f"{path} is a folder (remove it with recursive=True)")
             import shutil
 
             shutil.rmtree(path)

@@ -7,9 +7,11 @@
             quality (any subset, in that order)
          -> filter + write tasks (rules from the config; kept clips become FLAC under clips/,
             with an audio fingerprint)
-         -> driver: speaker ids from a diarization (``speaker_ids``), near-duplicates across
-            the corpus (all but one of each group dropped), hours balanced per speaker
-            (``balance``), then clips.parquet, rejected/, funnel, files/, errors/, _run.json
+         -> driver, in two passes over the committed shards: a few columns of every kept clip
+            decide speaker ids from a diarization (``speaker_ids``), near-duplicates across
+            the corpus (all but one of each group dropped) and hours balanced per speaker
+            (``balance``); then the full rows stream into clips.parquet (in clip id order,
+            in parts spilled to disk) and rejected/; funnel, files/, errors/, _run.json
 
 Rows carry ``status``: ``ok`` rows are processed by each step; ``skip`` (set aside with a reason,
 e.g. ``too_short``, ``multi_speaker``) and ``error`` rows pass through untouched to the driver, so
@@ -19,14 +21,16 @@ every second of every input ends in exactly one place: kept, or dropped with a n
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from audio_ops import ADDED_LATER
-from audio_ops.balance import BalanceConfig, assign_speakers, balance
+from audio_ops.balance import BalanceConfig, assign_speakers, balance_columns
 from audio_ops.clips import ClipConfig, clip_id, segment_file
 from audio_ops.duplicates import (
     FP_RATE,
@@ -54,6 +58,7 @@ from pipelines.engine.filejob import LISTING_COLUMNS, FileJob, FileState, Stage,
 from pipelines.engine.resume import ShardStore, read_table, remove
 from pipelines.engine.runtime import ErrorPolicy
 from pipelines.engine.sinks import (
+    RankedTableWriter,
     TableSink,
     is_local,
     join,
@@ -62,6 +67,10 @@ from pipelines.engine.sinks import (
 )
 from pipelines.engine.stages import check_columns
 from pipelines.engine.summary import JobSummary
+
+#: Kept clips per part of ``clips.parquet`` held in the driver's memory while it is written
+#: (:class:`~pipelines.engine.sinks.RankedTableWriter`); more are spilled to its temporary disk.
+CLIPS_PER_PART = 8192
 
 #: Steps in the order they run; ``steps:`` in the config picks a subset.
 STEP_ORDER = ("separate", "enhance", "speaker", "transcribe", "quality")
@@ -812,17 +821,43 @@ class CleanJob(FileJob):
 
     def finalise(self, seen: set[str]) -> dict[str, Any]:
         """``rejected/``, ``clips.parquet`` and the funnel from every committed shard; the
-        corpus-wide duplicate check runs here, over every kept clip."""
-        self.speakers_matched = None
-        kept, dropped, self.funnel = self._corpus(seen)
+        corpus-wide steps (speaker ids, duplicates, balance) run here, over every kept clip.
+
+        Two passes over the kept shards keep the driver's memory small per clip: the first
+        reads a few columns and decides each clip's speaker, group and fate
+        (:meth:`_decide`); the second streams the full rows shard by shard into
+        ``clips.parquet`` (in clip id order, through :class:`RankedTableWriter`) or into
+        ``rejected/``."""
+        plan = self._decide(seen)
+        self.funnel = plan.funnel
+        self.speakers_matched = plan.speakers_matched
         rejected = TableSink(join(self.out, "rejected"), _REJECTED_FINAL)
         for table in self.store.read("rejected"):
             rejected.add(r for r in table.to_pylist() if r["file_id"] in seen)
-        rejected.add(dropped)
+        clips = RankedTableWriter(
+            clips_table_path(self.out),
+            plan.kept,
+            first=_CLIP_COLUMNS,
+            last=("words",),
+            rows_per_part=CLIPS_PER_PART,
+        )
+        for table, rank in _in_order(self.store.read("kept", skip=_PRINTS), seen, plan.ids):
+            for offset, batch in _batches(table):
+                for row, i in zip(batch.to_pylist(), rank[offset:], strict=False):
+                    plan.annotate(i, row)
+                    reason = plan.reason[i]
+                    if reason:  # dropped after its FLAC was written
+                        rejected.add([plan.rejected_row(row, reason)])
+                        if row.get("audio_path"):
+                            remove(absolute_audio_path(self.out, row["audio_path"]))
+                        continue
+                    for name in _INTERNAL:
+                        row.pop(name, None)
+                    # Word timings (word_timestamps or an aligner), in the clip's own time.
+                    row["words"] = segment_words(row.get("segments"))
+                    clips.add(plan.kept_rank[i], {k: _plain(v) for k, v in row.items()})
         rejected.close()
-        for row in dropped:  # dropped after their FLAC was written
-            remove(absolute_audio_path(self.out, row["audio_path"]))
-        _write_clips_table(self.out, kept)
+        clips.close()
         write_table_atomic(
             join(self.out, "funnel.parquet"), pa.Table.from_pylist(self.funnel.rows())
         )
@@ -831,90 +866,94 @@ class CleanJob(FileJob):
             counts["clips_with_speaker"] = self.speakers_matched
         return counts
 
-    def _corpus(self, seen: set[str]) -> tuple[list[dict], list[dict], Funnel]:
-        """The kept clips, the clips the corpus-wide steps dropped from them (rejected rows:
-        ``duplicate``, ``speaker_cap``, ``speaker_min_clips``) and the funnel."""
+    def _decide(self, seen: set[str]) -> _Plan:
+        """The corpus-wide decisions, from a few columns of every kept clip: each clip's
+        speaker (``speaker_ids``), duplicate group, and whether the duplicate check or the
+        balance drops it (reasons ``duplicate``, ``speaker_cap``, ``speaker_min_clips``); the
+        funnel with those drops."""
         config = self.config
-        kept = [
-            r
-            for t in self.store.read("kept", skip=_PRINTS)
-            for r in t.to_pylist()
-            if r["file_id"] in seen
-        ]
-        kept.sort(key=lambda r: r["clip_id"])
-        funnel = _funnel_from(self.store, seen)
-        dropped: list[dict] = []
-
-        def drop(row: dict, reason: str) -> None:
-            seconds = float(row.get("funnel_seconds") or 0.0)
-            funnel.drop_kept(seconds, reason)
-            dropped.append(
-                {
-                    **_rejected_row(row, reason, seconds),
-                    "duplicate_group": row.get("duplicate_group"),
-                    "audio_path": row.get("audio_path") or "",
-                    "speaker_global": row.get("speaker_global"),
-                }
+        names = ["clip_id", "file_id", "start", "end", "duration", "funnel_seconds"]
+        by = config.balance.by if config.balance.active else None
+        assigned = ("speaker_global", "speaker_share") if config.speaker_ids else ()
+        if by is not None and by not in names and by not in assigned:
+            names.append(by)
+        tables = [t for t, _ in _in_order(self.store.read("kept", columns=names), seen)]
+        if tables:
+            table = pa.concat_tables(tables, promote_options="permissive")
+            table = table.sort_by("clip_id").combine_chunks()
+        else:
+            table = pa.table({n: pa.array([], pa.string()) for n in names[:2]})
+        plan = _Plan(table["clip_id"], _funnel_from(self.store, seen))
+        n = plan.total
+        if config.speaker_ids and n:
+            spans = zip(
+                table["file_id"].to_pylist(),
+                _floats(table, "start"),
+                _floats(table, "end"),
+                strict=True,
             )
-
-        if config.speaker_ids and kept:
-            spans = [(r["file_id"], float(r["start"]), float(r["end"])) for r in kept]
-            for row, (speaker, share) in zip(
-                kept, assign_speakers(spans, self._speaker_turns()), strict=True
-            ):
-                row["speaker_global"], row["speaker_share"] = speaker, share
-            self.speakers_matched = sum(r["speaker_global"] is not None for r in kept)
-        if config.duplicates.enabled and kept:
-            group, keeper = self._duplicates(kept, seen)
-            still = []
-            for i, row in enumerate(kept):
-                row["duplicate_group"] = kept[keeper[i]]["clip_id"] if group[i] >= 0 else None
-                if keeper[i] == i:
-                    still.append(row)
-                else:
-                    drop(row, "duplicate")
-            kept = still
-        if config.balance.active and kept:
-            if config.balance.by not in kept[0]:
+            found = assign_speakers(spans, self._speaker_turns())
+            plan.speaker = np.array([s for s, _ in found], dtype=object)
+            plan.share = np.array([share for _, share in found], dtype=np.float64)
+            plan.speakers_matched = int(sum(s is not None for s, _ in found))
+        seconds = _floats(table, "funnel_seconds") if n else np.zeros(0)
+        duration = _floats(table, "duration") if n else np.zeros(0)
+        if config.duplicates.enabled and n:
+            group, keeper = self._duplicates(plan.ids, duration, seen)
+            keeper_ids = plan.ids.take(pa.array(keeper)).to_numpy(zero_copy_only=False)
+            plan.group = np.where(group >= 0, keeper_ids, None)
+            for i in np.flatnonzero(keeper != np.arange(n)):
+                plan.drop(int(i), "duplicate", seconds[i])
+        if config.balance.active and n:
+            if by in assigned:
+                speakers = plan.speaker if by == "speaker_global" else plan.share
+            elif by in table.column_names:
+                speakers = table[by].to_numpy(zero_copy_only=False)
+            else:
+                first = next(self.store.read("kept", skip=_PRINTS))
+                have = sorted({*first.column_names, *assigned})
                 raise ConfigError(
-                    f"balance.by: the clips have no column {config.balance.by!r} "
-                    f"(they have: {', '.join(sorted(kept[0]))})"
+                    f"balance.by: the clips have no column {by!r} (they have: {', '.join(have)})"
                 )
-            reasons = balance(kept, config.balance)
-            for row, reason in zip(kept, reasons, strict=True):
+            alive = np.flatnonzero(plan.reason == "")
+            ids = plan.ids.take(pa.array(alive)).to_pylist()
+            reasons = balance_columns(ids, duration[alive], speakers[alive], config.balance)
+            for i, reason in zip(alive, reasons, strict=True):
                 if reason:
-                    drop(row, reason)
-            kept = [row for row, reason in zip(kept, reasons, strict=True) if not reason]
-        funnel.check()
-        for row in kept:
-            for name in _INTERNAL:
-                row.pop(name, None)
-        return kept, dropped, funnel
+                    plan.drop(int(i), reason, seconds[i])
+        plan.funnel.check()
+        plan.kept_rank = np.cumsum(plan.reason == "") - 1
+        plan.kept = int(np.count_nonzero(plan.reason == ""))
+        return plan
 
-    def _duplicates(self, kept: list[dict], seen: set[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Each kept clip's duplicate group (-1: none) and its group's kept clip, by index in
-        ``kept``. The fingerprints and landmarks are read from the shards one shard at a time
-        into a :class:`~audio_ops.duplicates.DuplicateIndex` on the driver's temporary disk."""
+    def _duplicates(
+        self, ids: pa.Array, duration: np.ndarray, seen: set[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Each kept clip's duplicate group (-1: none) and its group's kept clip (the longest,
+        then the first by id), by index in ``ids`` (the clip ids, sorted). The fingerprints and
+        landmarks are read from the shards one shard at a time into a
+        :class:`~audio_ops.duplicates.DuplicateIndex` on the driver's temporary disk."""
         config = self.config.duplicates
-        number = {r["clip_id"]: i for i, r in enumerate(kept)}
-        seconds = sum(float(r.get("duration") or 0.0) for r in kept)
         columns = ["clip_id", "file_id", "fingerprint"]
         if config.index == "landmarks":
             columns.append("landmarks")
-        with DuplicateIndex(len(kept), config, partitions=partitions_for(seconds)) as index:
-            for table in self.store.read("kept", columns=columns):
-                for batch in table.to_batches(256):
-                    for row in batch.to_pylist():
-                        if row["file_id"] not in seen:
-                            continue
+        partitions = partitions_for(float(duration.sum()))
+        with DuplicateIndex(len(ids), config, partitions=partitions) as index:
+            for table, rank in _in_order(self.store.read("kept", columns=columns), seen, ids):
+                for offset, batch in _batches(table):
+                    prints = batch.column("fingerprint").to_pylist()
+                    marks = (
+                        batch.column("landmarks").to_pylist()
+                        if "landmarks" in batch.schema.names
+                        else [None] * batch.num_rows
+                    )
+                    for i, fp, lm in zip(rank[offset:], prints, marks, strict=False):
                         index.add(
-                            number[row["clip_id"]],
-                            np.frombuffer(row.get("fingerprint") or b"", np.uint32),
-                            np.frombuffer(row.get("landmarks") or b"", np.uint64),
+                            int(i),
+                            np.frombuffer(fp or b"", np.uint32),
+                            np.frombuffer(lm or b"", np.uint64),
                         )
-            group, keeper, _ = index.group(
-                order=lambda i: (-float(kept[i].get("duration") or 0.0), kept[i]["clip_id"])
-            )
+            group, keeper, _ = index.group(order=lambda i: (-float(duration[i]), i))
         return group, keeper
 
     def record(self) -> dict[str, Any]:
@@ -1015,6 +1054,84 @@ def _funnel_from(store: ShardStore, keep: set[str]) -> Funnel:
     return funnel
 
 
+class _Plan:
+    """What the corpus-wide steps decided, per kept clip in clip id order (index ``i``)."""
+
+    def __init__(self, ids: pa.ChunkedArray | pa.Array, funnel: Funnel):
+        if isinstance(ids, pa.ChunkedArray):
+            ids = ids.combine_chunks()
+        self.ids = ids
+        self.total = len(ids)
+        self.funnel = funnel
+        self.reason = np.full(self.total, "", dtype=object)
+        self.speaker: np.ndarray | None = None  # speaker_global, speaker_share (speaker_ids)
+        self.share: np.ndarray | None = None
+        self.speakers_matched: int | None = None
+        self.group: np.ndarray | None = None  # duplicate_group (duplicates enabled)
+        self.kept_rank = np.zeros(0, dtype=np.int64)
+        self.kept = 0
+
+    def drop(self, i: int, reason: str, seconds: float) -> None:
+        self.reason[i] = reason
+        self.funnel.drop_kept(float(seconds), reason)
+
+    def annotate(self, i: int, row: dict[str, Any]) -> None:
+        """The columns the corpus-wide steps add to clip ``i``'s row."""
+        if self.speaker is not None:
+            row["speaker_global"] = self.speaker[i]
+            row["speaker_share"] = float(self.share[i])
+        if self.group is not None:
+            row["duplicate_group"] = self.group[i]
+
+    @staticmethod
+    def rejected_row(row: dict[str, Any], reason: str) -> dict[str, Any]:
+        """A ``rejected/`` row of a kept clip a corpus-wide step dropped (:data:`_REJECTED_FINAL`)."""
+        seconds = float(row.get("funnel_seconds") or 0.0)
+        return {
+            **_rejected_row(row, reason, seconds),
+            "duplicate_group": row.get("duplicate_group"),
+            "audio_path": row.get("audio_path") or "",
+            "speaker_global": row.get("speaker_global"),
+        }
+
+
+def _in_order(
+    tables: Iterable[pa.Table], seen: set[str], ids: pa.Array | None = None
+) -> Iterator[tuple[pa.Table, np.ndarray | None]]:
+    """The rows of the files in ``seen`` of each shard table, with each row's index in ``ids``
+    (the sorted clip ids of :meth:`CleanJob._decide`) when given."""
+    value_set = pa.array(sorted(seen), pa.string())
+    for table in tables:
+        if not table.num_rows:  # a shard without kept clips may have no columns at all
+            continue
+        table = table.filter(pc.is_in(table["file_id"], value_set=value_set))
+        if not table.num_rows:
+            continue
+        rank = None
+        if ids is not None:
+            rank = pc.index_in(table["clip_id"], value_set=ids).to_numpy(zero_copy_only=False)
+            if np.isnan(rank.astype(np.float64)).any():
+                raise RuntimeError("a kept clip's id was not found in the first pass")
+            rank = rank.astype(np.int64)
+        yield table, rank
+
+
+def _batches(table: pa.Table, rows: int = 256) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """``table`` in record batches of at most ``rows`` rows, with each batch's first row."""
+    offset = 0
+    for batch in table.to_batches(rows):
+        yield offset, batch
+        offset += batch.num_rows
+
+
+def _floats(table: pa.Table, name: str) -> np.ndarray:
+    """A numeric column as float64, nulls as 0."""
+    if name not in table.column_names:
+        return np.zeros(table.num_rows)
+    column = pc.fill_null(table[name].cast(pa.float64()), 0.0)
+    return column.to_numpy(zero_copy_only=False)
+
+
 _REJECTED_SCHEMA = pa.schema(
     [
         ("clip_id", pa.string()),
@@ -1058,40 +1175,20 @@ _FILES_SCHEMA = pa.schema(
 )
 
 
-def _write_clips_table(out: str, rows: list[dict[str, Any]]) -> None:
-    """``OUT/clips.parquet``: one row per kept clip, plain columns (no extension types), so
-    pandas, DuckDB and ``datasets.load_dataset("parquet", ...)`` read it as it is."""
-    first = [
-        "clip_id",
-        "audio_path",
-        "file_id",
-        "path",
-        "rel_path",
-        "start",
-        "end",
-        "duration",
-        "sample_rate",
-    ]
-    if rows:
-        columns = first + sorted({k for r in rows for k in r} - set(first))
-        clean = []
-        for r in rows:
-            item = {}
-            for k in columns:
-                v = r.get(k)
-                if isinstance(v, np.generic):
-                    v = v.item()
-                item[k] = v
-            clean.append(item)
-        # Word timings (word_timestamps or an aligner), in the clip's own time: the FLAC's.
-        words = [segment_words(r.get("segments")) for r in clean]
-        if any(words):
-            for item, found in zip(clean, words, strict=True):
-                item["words"] = found
-        table = pa.Table.from_pylist(clean)
-    else:
-        table = pa.table({c: pa.array([], pa.string()) for c in first})
-    write_table_atomic(join(out, "clips.parquet"), table)
+#: The first columns of ``clips.parquet`` (then the others by name, then ``words``); plain
+#: columns (no extension types), so pandas, DuckDB and ``datasets.load_dataset("parquet", ...)``
+#: read it as it is.
+_CLIP_COLUMNS = (
+    "clip_id",
+    "audio_path",
+    "file_id",
+    "path",
+    "rel_path",
+    "start",
+    "end",
+    "duration",
+    "sample_rate",
+)
 
 
 def clips_table_path(out: str) -> str:

@@ -23,6 +23,7 @@ from pipelines.cli import main
 from pipelines.engine.config import ConfigError
 from pipelines.engine.resume import SHARDS_DIR, ShardStore, open_run, shard_name
 from pipelines.engine.sinks import write_run_json
+from pipelines.jobs import clean
 
 SCHEMAS = {
     "files": pa.schema([("file_id", pa.string()), ("status", pa.string())]),
@@ -242,7 +243,7 @@ def test_a_new_linking_config_relinks_without_diarizing_again(ray_local, tmp_pat
 
 
 @pytest.mark.integration
-def test_clean_resumes_a_cut_off_run_to_the_same_clips_and_funnel(ray_local, tmp_path):
+def test_clean_resumes_a_cut_off_run_to_the_same_clips_and_funnel(ray_local, tmp_path, monkeypatch):
     corpus = _corpus(tmp_path / "corpus", copies=1)
     (corpus / "set0" / "broken.wav").write_bytes(b"RIFF....WAVEfmt ")  # an error row, too
     # A quieter copy at another rate: its clips are dropped as duplicates in the final step,
@@ -278,7 +279,13 @@ def test_clean_resumes_a_cut_off_run_to_the_same_clips_and_funnel(ray_local, tmp
     run = json.loads((out / "_run.json").read_text())
     (out / "_run.json").write_text(json.dumps({**run, "status": "running"}))
 
+    # The resumed run writes clips.parquet through parts of 4 clips spilled to disk (what a corpus
+    # of more than clean.CLIPS_PER_PART clips does): the same file, in the same order.
+    monkeypatch.setattr(clean, "CLIPS_PER_PART", 4)
     assert main(args) == 0
+    in_file = pd.read_parquet(out / "clips.parquet")
+    assert list(in_file["clip_id"]) == sorted(in_file["clip_id"]) and len(in_file) > 8
+    assert list(in_file.columns) == list(want["clips"].columns)
     got = {
         "clips": pd.read_parquet(out / "clips.parquet").sort_values("clip_id"),
         "rejected": pd.read_parquet(out / "rejected").sort_values("clip_id"),
