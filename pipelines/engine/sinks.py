@@ -13,6 +13,8 @@ import json
 import os
 import platform
 import posixpath
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -59,18 +61,7 @@ def _fs(url: str) -> tuple[Any, str]:
 
 def write_bytes_atomic(url: str, data: bytes) -> None:
     """Write ``data`` to ``url`` so that readers see the old file or the whole new one."""
-    if is_local(url):
-        path = normalize_uri(url)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        return
-    fs, path = _fs(url)
-    with fs.open(path, "wb") as f:  # one PUT: atomic on S3/GCS
+    with _AtomicFile(url) as f:
         f.write(data)
 
 
@@ -180,8 +171,6 @@ class RankedTableWriter:
         last: Iterable[str] = (),
         rows_per_part: int = 16_384,
     ):
-        import tempfile
-
         self.url = url
         self.total = total
         self.first = list(first)
@@ -220,10 +209,14 @@ class RankedTableWriter:
         self._schemas.append(table.schema)
         return table.sort_by(self.RANK)
 
+    def _part_of(self, table: pa.Table) -> np.ndarray:
+        """Each row's part."""
+        return pc.divide(table[self.RANK], self.rows_per_part).to_numpy()
+
     def _spill(self) -> None:
         table = self._table(self._rows)
         self._rows = []
-        part = pc.divide(table[self.RANK], self.rows_per_part).to_numpy()
+        part = self._part_of(table)
         starts = np.flatnonzero(np.diff(part, prepend=-1))
         path = os.path.join(self._tmp, f"spill-{len(self._spills):05d}.parquet")
         groups = {}
@@ -235,19 +228,13 @@ class RankedTableWriter:
 
     def close(self) -> None:
         """Write the file (every rank must have been added)."""
-        import shutil
-
         if self._added != self.total:
             raise ValueError(f"{self._added} rows added, {self.total} announced")
         try:
             held = self._table(self._rows) if self._rows else None
             self._rows = []
             schema = self._schema()
-            held_part = (
-                pc.divide(held[self.RANK], self.rows_per_part).to_numpy()
-                if held is not None
-                else np.zeros(0, np.int64)
-            )
+            held_part = self._part_of(held) if held is not None else np.zeros(0, np.int64)
             with _AtomicFile(self.url) as f, pq.ParquetWriter(f, schema, compression="zstd") as w:
                 for part in range(self.parts):
                     tables = [
@@ -285,8 +272,9 @@ class RankedTableWriter:
 
 
 class _AtomicFile:
-    """A binary file at ``url`` that appears complete or not at all (see
-    :func:`write_bytes_atomic`); removed if the block raises."""
+    """A binary file at ``url`` that readers see whole or not at all: a local file is written
+    under a temporary name, synced and renamed (the temporary file is removed if the block
+    raises); on an object store it is one upload, visible when complete."""
 
     def __init__(self, url: str):
         self.url = url
@@ -300,7 +288,7 @@ class _AtomicFile:
         else:
             fs, path = _fs(self.url)
             self._path, self._tmp = None, None
-            self._file = fs.open(path, "wb")  # one multipart upload: visible when complete
+            self._file = fs.open(path, "wb")  # one PUT or multipart upload: atomic on S3/GCS
         return self._file
 
     def __exit__(self, kind, value, traceback) -> None:

@@ -855,7 +855,7 @@ class CleanJob(FileJob):
                         row.pop(name, None)
                     # Word timings (word_timestamps or an aligner), in the clip's own time.
                     row["words"] = segment_words(row.get("segments"))
-                    clips.add(plan.kept_rank[i], {k: _plain(v) for k, v in row.items()})
+                    clips.add(plan.kept_rank[i], row)
         rejected.close()
         clips.close()
         write_table_atomic(
@@ -910,7 +910,8 @@ class CleanJob(FileJob):
             elif by in table.column_names:
                 speakers = table[by].to_numpy(zero_copy_only=False)
             else:
-                first = next(self.store.read("kept", skip=_PRINTS))
+                # a shard without kept clips may have no columns: the first one with rows
+                first = next(t for t in self.store.read("kept", skip=_PRINTS) if t.num_rows)
                 have = sorted({*first.column_names, *assigned})
                 raise ConfigError(
                     f"balance.by: the clips have no column {by!r} (they have: {', '.join(have)})"
@@ -923,7 +924,7 @@ class CleanJob(FileJob):
                     plan.drop(int(i), reason, seconds[i])
         plan.funnel.check()
         plan.kept_rank = np.cumsum(plan.reason == "") - 1
-        plan.kept = int(np.count_nonzero(plan.reason == ""))
+        plan.kept = int(plan.kept_rank[-1]) + 1 if n else 0
         return plan
 
     def _duplicates(
@@ -1109,10 +1110,10 @@ def _in_order(
             continue
         rank = None
         if ids is not None:
-            rank = pc.index_in(table["clip_id"], value_set=ids).to_numpy(zero_copy_only=False)
-            if np.isnan(rank.astype(np.float64)).any():
+            found = pc.index_in(table["clip_id"], value_set=ids)
+            if found.null_count:
                 raise RuntimeError("a kept clip's id was not found in the first pass")
-            rank = rank.astype(np.int64)
+            rank = found.to_numpy().astype(np.int64)
         yield table, rank
 
 
