@@ -36,7 +36,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import machine, save  # noqa: E402
+from benchmarks.common import machine, own_memory, save  # noqa: E402
 
 CLIPS_PER_FILE = 30
 FILES_PER_SHARD = 64
@@ -118,14 +118,6 @@ def build(out: str, clips: int, seed: int = 0) -> list[str]:
     return ids
 
 
-def _rss(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def child(out: str, module_path: str, clips: int, duplicates: bool) -> None:
     """One finalise in this process; prints a JSON line."""
     if module_path == "current":
@@ -149,7 +141,7 @@ def child(out: str, module_path: str, clips: int, duplicates: bool) -> None:
     job = clean.CleanJob(out, config)
     job._store = ShardStore(out, job.schemas([]))
     seen = job.store.committed_ids()
-    before = _rss("VmRSS")
+    before = own_memory("VmRSS")
     t0 = time.perf_counter()
     counts = job.finalise(seen)
     seconds = time.perf_counter() - t0
@@ -162,7 +154,7 @@ def child(out: str, module_path: str, clips: int, duplicates: bool) -> None:
             {
                 "seconds": seconds,
                 "rss_before_mib": before / 2**20,
-                "growth_mib": (_rss("VmHWM") - before) / 2**20,
+                "growth_mib": (own_memory("VmHWM") - before) / 2**20,
                 "clips_kept": counts["clips_kept"],
                 "sorted": ids == sorted(ids),
                 "dropped": {k: v for k, v in job.funnel.clips_dropped.items() if v},

@@ -14,6 +14,16 @@ from typing import Any
 import psutil
 
 
+def own_memory(field: str) -> int:
+    """A memory figure of this process from ``/proc/self/status`` in bytes (``VmRSS``: resident
+    now, ``VmHWM``: its peak so far); 0 where there is none."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def machine() -> dict[str, Any]:
     """Cores, CPU model, memory, Python and package versions of this machine."""
     from pipelines.engine.sinks import package_versions

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from audio_ops.balance import BalanceConfig, assign_speakers, balance
+from audio_ops.balance import BalanceConfig, TurnIndex, assign_speakers, balance
 
 
 def test_each_clip_gets_the_speaker_who_speaks_most_in_it():
@@ -33,6 +36,89 @@ def test_each_clip_gets_the_speaker_who_speaks_most_in_it():
     assert got[2] == ("G00001", pytest.approx(0.75))
     assert got[3] == got[4] == got[5] == (None, 0.0)
     assert got[6] == ("G00001", pytest.approx(0.5))
+
+
+def _brute_force(turns, file_id, start, end):
+    return sorted(
+        (a, b, s) for f, a, b, s in turns if f == file_id and s and min(end, b) - max(start, a) > 0
+    )
+
+
+def test_turn_index_finds_the_same_turns_as_a_scan_of_all_of_them():
+    # Long turns that reach past many short ones, overlaps, and shuffled input: the slice found
+    # by the running maximum of the ends must still hold every overlapping turn.
+    rng = random.Random(7)
+    turns = []
+    for f in range(5):
+        for _ in range(200):
+            start = rng.uniform(0, 600)
+            length = rng.choice([0.3, 1.0, 3.0, 40.0, 300.0])
+            turns.append((f"file{f}", start, start + length, rng.choice(["A", "B", "C", ""])))
+    rng.shuffle(turns)
+    shuffled = TurnIndex.from_tuples(turns)
+    in_order = TurnIndex.from_tuples(sorted(turns))  # as a diarize run writes them: no sort
+    for index in (shuffled, in_order):
+        assert len(index) == sum(1 for t in turns if t[3])
+        assert "file0" in index and "file5" not in index
+    for _ in range(500):
+        f = f"file{rng.randrange(6)}"  # file5 has no turns
+        start = rng.uniform(-10, 650)
+        end = start + rng.choice([0.01, 2.0, 6.0, 30.0])
+        got = shuffled.overlapping(f, start, end)
+        assert sorted(got) == _brute_force(turns, f, start, end)
+        assert [t[0] for t in got] == sorted(t[0] for t in got)  # in order of start
+        assert in_order.overlapping(f, start, end) == got
+
+
+def test_turn_index_reads_arrow_dictionary_columns_with_nulls(tmp_path):
+    # What voxflow clean reads: a diarize run's segments/ parts, ids dictionary-encoded per part
+    # (each part its own dictionary), a null global id where the linking gave none.
+    parts = [
+        {
+            "file_id": ["a", "a", "b"],
+            "start": [0.0, 2.0, 0.0],
+            "end": [2.0, 4.0, 5.0],
+            "speaker_global": ["G1", None, "G2"],
+        },
+        {
+            "file_id": ["c", "a"],
+            "start": [1.0, 4.0],
+            "end": [2.0, 6.0],
+            "speaker_global": ["G2", "G3"],
+        },
+    ]
+    folder = tmp_path / "segments"
+    folder.mkdir()
+    for k, part in enumerate(parts):
+        pq.write_table(pa.table(part), folder / f"part-{k}.parquet")
+    table = pq.read_table(folder, read_dictionary=["file_id", "speaker_global"])
+    assert pa.types.is_dictionary(table["file_id"].type)
+
+    def batches():
+        for k in range(len(parts)):
+            reader = pq.ParquetFile(
+                folder / f"part-{k}.parquet", read_dictionary=["file_id", "speaker_global"]
+            )
+            yield from reader.iter_batches(batch_size=2)
+
+    indices = [
+        TurnIndex(table["file_id"], table["start"], table["end"], table["speaker_global"]),
+        TurnIndex.from_batches(batches(), "speaker_global"),
+        TurnIndex.from_batches(batches(), "speaker_global", rows=5),  # filled in place
+    ]
+    for index in indices:
+        assert len(index) == 4  # the null speaker's turn is left out
+        assert index.overlapping("a", 0.0, 10.0) == [(0.0, 2.0, "G1"), (4.0, 6.0, "G3")]
+        assert index.assign("a", 1.0, 5.0) == ("G1", 0.5)
+        assert index.assign("b", 1.0, 2.0) == ("G2", 1.0)
+        assert index.assign("c", 3.0, 4.0) == (None, 0.0)
+        assert index.nbytes() == 4 * (8 + 8 + 8 + 4)
+    with pytest.raises(ValueError, match="differ in length"):
+        TurnIndex(["a"], np.zeros(2), np.ones(2), ["G1", "G2"])
+    with pytest.raises(ValueError, match="not the 6 given"):
+        TurnIndex.from_batches(batches(), "speaker_global", rows=6)
+    with pytest.raises(ValueError, match="more than the 4 rows"):
+        TurnIndex.from_batches(batches(), "speaker_global", rows=4)
 
 
 def clips(speaker: str, n: int, seconds: float, file: str = "f") -> list[dict]:
