@@ -148,7 +148,7 @@ def main() -> int:
     ap.add_argument("--realdata", type=Path, default=REALDATA)
     ap.add_argument("--work", type=Path, default=Path("/tmp/diarize_real"))
     args = ap.parse_args()
-    sets = real_sets(args.work, args.realdata)
+    sets = real_sets(args.work, args.realdata, args.sets)
     cached = {
         name: cache_model_outputs(sets[name] / "audio", args.work / "model_cache" / name)
         for name in args.sets

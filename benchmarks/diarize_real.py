@@ -7,7 +7,9 @@ Sets (``--sets``):
 - ``dev``: 20 conversations of real LibriSpeech voices over real noise, made by
   ``benchmarks/real_conversations.py --split dev --seed 1`` (the set voxflow was tuned on);
 - ``test``: 20 more, ``--split test --seed 2``: other utterances and other noise recordings, never
-  tuned on (held out).
+  tuned on (held out);
+- ``long_dev`` and ``long_test``: meeting-length conversations of 4-5 of those voices (10 minutes
+  each, :data:`SIMULATED`), ``long_test`` from the held-out split.
 
 For every set, each voxflow config (``--configs``: ``default``, or ``NAME=FILE``) runs as
 ``voxflow diarize`` and is scored with ``voxflow eval diarization`` (DER with a 0.25 s collar,
@@ -45,15 +47,32 @@ from benchmarks.common import machine, save  # noqa: E402
 REALDATA = ROOT.parent / "shared" / "realdata"
 
 
-def real_sets(work: Path, realdata: Path) -> dict[str, Path]:
-    """The sets by name: folders with ``audio/`` and ``rttm/`` (the simulated ones made once)."""
+#: The simulated sets: (split, files, seed, seconds per file, speakers per file). ``long_*`` are
+#: meeting-length conversations of 4-5 people, 10 minutes each (a file is made as long as the
+#: shortest length when its speakers' utterances are fewer: they are reused, a split has 4-6 per
+#: speaker); ``long_dev`` is one of the sets the small-cluster floor was chosen on, ``long_test``
+#: was scored after the choice.
+SIMULATED = {
+    "dev": ("dev", 20, 1, None, None),
+    "test": ("test", 20, 2, None, None),
+    "long_dev": ("dev", 4, 7, (600.0, 900.0), (4, 5)),
+    "long_test": ("test", 5, 21, (600.0, 1800.0), (4, 5)),
+}
+
+
+def real_sets(work: Path, realdata: Path, names: list[str] | None = None) -> dict[str, Path]:
+    """The sets by name (``names``, default ami, dev and test): folders with ``audio/`` and
+    ``rttm/`` (the simulated ones made once)."""
     from benchmarks.real_conversations import make_conversations
 
     sets = {"ami": realdata / "diar"}
-    for name, seed in (("dev", 1), ("test", 2)):
+    for name in names or ["dev", "test"]:
+        if name not in SIMULATED:
+            continue
+        split, n, seed, duration, speakers = SIMULATED[name]
         root = work / f"conversations_{name}"
         if not (root / "manifest.csv").exists():
-            make_conversations(str(root), name, 20, seed, str(realdata))
+            make_conversations(str(root), split, n, seed, str(realdata), duration, speakers)
         sets[name] = root
     return sets
 
@@ -162,14 +181,14 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/diarize_real"))
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    sets = real_sets(args.work, args.realdata)
+    sets = real_sets(args.work, args.realdata, args.sets)
     configs = [
         ("default", None) if item == "default" else (item.split("=")[0], Path(item.split("=")[1]))
         for item in args.configs
     ]
     rows = []
     header = (
-        f"{'set':<6} {'system':<10} {'DER%':>6} {'DER0%':>6} {'miss':>5} {'FA':>5} {'conf':>5} "
+        f"{'set':<9} {'system':<10} {'DER%':>6} {'DER0%':>6} {'miss':>5} {'FA':>5} {'conf':>5} "
         f"{'count%':>6} {'pairP%':>7} {'pairR%':>7} {'pairF1%':>7} {'xRT':>6}"
     )
     print(header)
@@ -198,7 +217,7 @@ def main() -> int:
             rows.append({"set": set_name, "system": name, "x_real_time": speed, **scores})
             fmt = lambda v: "   n/a" if v is None else f"{v:6.1f}"  # noqa: E731
             print(
-                f"{set_name:<6} {name:<10} {scores['der_pct']:6.2f} {scores['der_collar0_pct']:6.2f} "
+                f"{set_name:<9} {name:<10} {scores['der_pct']:6.2f} {scores['der_collar0_pct']:6.2f} "
                 f"{scores['miss_pct']:5.1f} {scores['false_alarm_pct']:5.1f} "
                 f"{scores['confusion_pct']:5.1f} {scores['count_exact_pct']:6.0f} "
                 f"{fmt(scores['pair_precision_pct'])} {fmt(scores['pair_recall_pct'])} "

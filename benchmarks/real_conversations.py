@@ -22,6 +22,7 @@ Output is a pure function of (split, index, seed): file ``k`` is the same bytes 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import re
@@ -602,8 +603,29 @@ def _write_text(path: Path, text: str) -> None:
     _replace(path, lambda tmp: tmp.write_text(text))
 
 
+@contextlib.contextmanager
+def shape(duration: tuple[float, float] | None = None, speakers: tuple[int, int] | None = None):
+    """Conversations of other lengths (seconds) or speaker counts inside the block (the module's
+    :data:`DURATION_S` and :data:`SPEAKERS_PER_FILE` are swapped, then restored). Long ones
+    reuse each speaker's utterances: a split has 4-6 per speaker."""
+    global DURATION_S, SPEAKERS_PER_FILE
+    before = DURATION_S, SPEAKERS_PER_FILE
+    DURATION_S = tuple(map(float, duration)) if duration else DURATION_S
+    SPEAKERS_PER_FILE = tuple(map(int, speakers)) if speakers else SPEAKERS_PER_FILE
+    try:
+        yield
+    finally:
+        DURATION_S, SPEAKERS_PER_FILE = before
+
+
 def make_conversations(
-    out: str, split: str, n: int, seed: int, realdata: str | None = None
+    out: str,
+    split: str,
+    n: int,
+    seed: int,
+    realdata: str | None = None,
+    duration: tuple[float, float] | None = None,
+    speakers: tuple[int, int] | None = None,
 ) -> list[dict]:
     """Generate ``n`` conversations of one split and return their manifest rows.
 
@@ -614,7 +636,16 @@ def make_conversations(
         n: number of conversations, named ``<split>_000`` ... .
         seed: random seed; file ``k`` depends only on (split, k, seed).
         realdata: the ``shared/realdata`` folder; default :func:`default_realdata`.
+        duration: ``(shortest, longest)`` seconds of a file (default :data:`DURATION_S`).
+        speakers: ``(fewest, most)`` speakers in a file (default :data:`SPEAKERS_PER_FILE`).
     """
+    with shape(duration, speakers):
+        return _make_conversations(out, split, n, seed, realdata)
+
+
+def _make_conversations(
+    out: str, split: str, n: int, seed: int, realdata: str | None = None
+) -> list[dict]:
     if split not in SPLIT_CODES:
         raise ValueError(f"split must be one of {sorted(SPLIT_CODES)}, not {split!r}")
     source = Path(realdata) if realdata else default_realdata()
@@ -738,11 +769,24 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help=f"the shared/realdata folder (default {default_realdata()})",
     )
+    for flag, kind, default, what in (
+        ("--duration", float, DURATION_S, "seconds of a file"),
+        ("--speakers", int, SPEAKERS_PER_FILE, "speakers in a file"),
+    ):
+        parser.add_argument(
+            flag,
+            nargs=2,
+            type=kind,
+            metavar=("LO", "HI"),
+            default=default,
+            help=f"{what} (default %(default)s)",
+        )
     args = parser.parse_args(argv)
     began = time.perf_counter()
-    rows = make_conversations(args.out, args.split, args.n, args.seed, args.realdata)
-    elapsed = time.perf_counter() - began
-    problems, seconds = check_conversations(args.out)
+    with shape(args.duration, args.speakers):
+        rows = make_conversations(args.out, args.split, args.n, args.seed, args.realdata)
+        elapsed = time.perf_counter() - began
+        problems, seconds = check_conversations(args.out)
     for row in rows:
         per_speaker = " ".join(f"{s}={t:.1f}s" for s, t in seconds[row["file"]].items())
         print(

@@ -4,6 +4,8 @@ constraints and reconstruction with overlap, and quality on real recordings. No 
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from helpers import REPO
@@ -207,6 +209,38 @@ def test_two_local_speakers_of_one_chunk_are_never_one_speaker():
         activity, embeddings, 0.0169, config, ClusteringConfig(num_speakers=2)
     )[0]
     assert (two[:, 0] != two[:, 1]).all() and set(two[:, :2].ravel()) == {0, 1}
+
+
+def _one_speaker_chunks(voices: list[np.ndarray], seed: int = 0):
+    """Chunks of one local speaker each, embedded near the given voice directions."""
+    rng = np.random.default_rng(seed)
+    activity = np.zeros((len(voices), 100, 3), np.uint8)
+    activity[:, :, 0] = 1
+    embeddings = np.full((len(voices), 3, voices[0].shape[0]), np.nan, np.float32)
+    for c, voice in enumerate(voices):
+        noisy = voice + 0.05 * rng.standard_normal(voice.shape)
+        embeddings[c, 0] = noisy / np.linalg.norm(noisy)
+    return activity, embeddings
+
+
+def test_small_clusters_join_their_nearest_in_long_files_but_short_files_keep_them():
+    eye = np.eye(8)
+    config = SegmentationDiarizationConfig(min_train_seconds=0.0)
+    # A long file: four people with 49 chunks each, and 6 chunks of something else (in real
+    # files: mixed or overlapped speech) that no threshold joins to anyone.
+    odd = (eye[0] + eye[1] + eye[4]) / np.sqrt(3)  # cosine 0.58 to the nearest two people
+    voices = [eye[k % 4] for k in range(196)] + [odd] * 6
+    activity, embeddings = _one_speaker_chunks(voices)
+    hard, centroids = cluster_local_speakers(activity, embeddings, 0.0169, config)
+    assert len(centroids) == 4
+    assert len(set(hard[:, 0].tolist())) == 4
+    old = dataclasses.replace(config, min_cluster_size=2)
+    assert len(cluster_local_speakers(activity, embeddings, 0.0169, old)[1]) == 5
+    # A 30 s file: a second person in 2 of 15 chunks is a person (the floor is a tenth of
+    # the embeddings at most).
+    activity, embeddings = _one_speaker_chunks([eye[0]] * 13 + [eye[1]] * 2)
+    hard, centroids = cluster_local_speakers(activity, embeddings, 0.0169, config)
+    assert len(centroids) == 2 and set(hard[13:, 0].tolist()) != set(hard[:13, 0].tolist())
 
 
 def test_unembedded_chunks_follow_the_speakers_they_overlap():
