@@ -446,18 +446,18 @@ def read_turns(folder: str, speaker: str) -> TurnIndex:
     columns = ["file_id", "start", "end", speaker]
     parts = [path] if fs.isfile(path) else sorted(fs.find(path))
     parts = [p for p in parts if p.endswith(".parquet")]
-    rows = 0
+    footers = []
     for part in parts:  # the footers first: the index is then filled in place
         with fs.open(part, "rb") as f:
-            rows += pq.ParquetFile(f).metadata.num_rows
+            footers.append(pq.ParquetFile(f).metadata)
 
     def batches():
-        for part in parts:
-            with fs.open(part, "rb") as f:
-                reader = pq.ParquetFile(f, read_dictionary=["file_id", speaker])
+        for part, footer in zip(parts, footers, strict=True):
+            with fs.open(part, "rb") as f:  # its footer is not read again
+                reader = pq.ParquetFile(f, metadata=footer, read_dictionary=["file_id", speaker])
                 yield from reader.iter_batches(batch_size=1 << 16, columns=columns)
 
-    return TurnIndex.from_batches(batches(), speaker, rows)
+    return TurnIndex.from_batches(batches(), speaker, sum(m.num_rows for m in footers))
 
 
 class SpeakerCheckOperator:
