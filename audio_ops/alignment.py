@@ -190,3 +190,127 @@ class CtcAligner:
         log_probs = self.torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
         frame_seconds = len(audio) / ANALYSIS_RATE / log_probs.shape[0]
         return align_words(log_probs, words, self.vocab, self.blank, frame_seconds, self.delimiter)
+
+
+# ----------------------------------------------------------------------------------------------
+# Word edges out of silence (no model): Whisper's cross-attention times put some words in pauses
+# ----------------------------------------------------------------------------------------------
+
+#: Seconds per frame of the energy profile that silences are found on.
+SILENCE_FRAME = 0.01
+#: A frame is silent when it lies less than this far above the clip's noise floor (its 5th
+#: percentile of frame energies) ...
+SILENCE_MARGIN_DB = 15.0
+#: ... and more than this far below its loud frames (95th percentile): in noisy audio, where
+#: speech stands less than the margin above the floor, nothing counts as silence and no word moves.
+SILENCE_BELOW_PEAK_DB = 35.0
+#: Silent runs shorter than this are left alone (stop closures, short gaps inside words).
+MIN_SILENCE = 0.05
+#: A VAD frame below this speech probability is a pause (Silero's own speech threshold) ...
+PAUSE_PROBABILITY = 0.5
+#: ... in runs of at least this long.
+MIN_PAUSE = 0.1
+
+
+def silences(
+    audio: np.ndarray,
+    sample_rate: int = ANALYSIS_RATE,
+    margin_db: float = SILENCE_MARGIN_DB,
+    below_peak_db: float = SILENCE_BELOW_PEAK_DB,
+    min_silence: float = MIN_SILENCE,
+) -> np.ndarray:
+    """The silent stretches of a clip, ``(k, 2)`` seconds, from 10 ms frame energies: frames
+    below ``min(floor + margin_db, peak - below_peak_db)`` dB, in runs of at least
+    ``min_silence`` seconds."""
+    frame = max(1, int(round(SILENCE_FRAME * sample_rate)))
+    n = len(audio) // frame
+    if n < 2:
+        return np.zeros((0, 2))
+    power = np.square(np.asarray(audio[: n * frame], np.float64)).reshape(n, frame).mean(axis=1)
+    db = 10 * np.log10(power + 1e-12)
+    floor, peak = np.percentile(db, [5, 95])
+    silent = db < min(floor + margin_db, peak - below_peak_db)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], silent.astype(np.int8), [0]])))
+    runs = edges.reshape(-1, 2)
+    runs = runs[(runs[:, 1] - runs[:, 0]) * frame >= min_silence * sample_rate]
+    return runs * (frame / sample_rate)
+
+
+#: Punctuation that ends a sentence: the word after it starts one.
+SENTENCE_ENDS = (".", "?", "!", "\u3002", "\uff1f", "\uff01")
+
+
+def vad_pauses(
+    probs: np.ndarray,
+    frame_seconds: float,
+    threshold: float = PAUSE_PROBABILITY,
+    min_pause: float = MIN_PAUSE,
+) -> np.ndarray:
+    """The pauses of a clip, ``(k, 2)`` seconds, from a VAD's per-frame speech probabilities:
+    runs of frames below ``threshold`` at least ``min_pause`` long. Unlike :func:`silences`
+    it holds in noise, where frame energies cannot tell a pause from speech."""
+    low = np.asarray(probs).reshape(-1) < threshold
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], low.astype(np.int8), [0]])))
+    runs = edges.reshape(-1, 2)
+    runs = runs[(runs[:, 1] - runs[:, 0]) * frame_seconds >= min_pause - 1e-9]
+    return runs * frame_seconds
+
+
+def merge_intervals(*intervals: np.ndarray) -> np.ndarray:
+    """The union of ``(k, 2)`` interval arrays, sorted, as ``(m, 2)`` non-overlapping."""
+    rows = np.concatenate([np.asarray(i, dtype=np.float64).reshape(-1, 2) for i in intervals])
+    if not len(rows):
+        return np.zeros((0, 2))
+    rows = rows[np.argsort(rows[:, 0], kind="stable")]
+    merged = [rows[0].copy()]
+    for start, end in rows[1:]:
+        if start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append(np.array([start, end]))
+    return np.array(merged)
+
+
+def snap_words(words: list[dict[str, Any]], silent: np.ndarray) -> None:
+    """Word edges out of ``silent`` stretches (:func:`silences`), in place, as stable-ts's
+    "suppress silence" does: a start inside a silence moves to where it ends, an end inside one
+    to where it begins. A word wholly inside one (Whisper gives such words, often of zero
+    length: a sentence's last word whose sound it placed late) joins the speech before the
+    silence, keeping its length where its neighbour leaves room, unless it starts the clip or a
+    sentence (the word before it ends in ``.``, ``?`` or ``!``): then the speech after it. Words
+    stay in order and never overlap a neighbour more than they did.
+
+    Args:
+        words: ``{start, end, ...}`` in time order, seconds in the clip ``silent`` was found in.
+        silent: ``(k, 2)`` seconds, in time order, not overlapping.
+    """
+    if not len(silent) or not words:
+        return
+    starts = silent[:, 0]
+    for k, w in enumerate(words):
+        start, end = float(w["start"]), float(w["end"])
+        i = int(np.searchsorted(starts, start, side="right")) - 1  # the silence starting before
+        if i >= 0 and start < silent[i, 1]:
+            a, b = float(silent[i, 0]), float(silent[i, 1])
+            if end <= b:  # wholly silent: to the speech before, or after
+                length = end - start
+                previous = str(words[k - 1].get("word", "")).rstrip() if k else ""
+                # forward for a clip's first word, a sentence's first word, and after a word
+                # that went forward past this silence (order is kept)
+                backward = (
+                    k > 0
+                    and not previous.endswith(SENTENCE_ENDS)
+                    and float(words[k - 1]["end"]) <= a
+                )
+                if backward:
+                    before = float(words[k - 1]["end"]) if k else 0.0
+                    start, end = max(a - length, min(before, a)), a
+                else:
+                    after = float(words[k + 1]["start"]) if k + 1 < len(words) else b + length
+                    start, end = b, max(b, min(b + length, after))
+            else:
+                start = b
+        j = int(np.searchsorted(starts, end, side="left")) - 1  # the silence starting before end
+        if j >= 0 and silent[j, 0] > start and end <= silent[j, 1]:
+            end = float(silent[j, 0])
+        w["start"], w["end"] = round(start, 3), round(max(end, start), 3)

@@ -237,3 +237,31 @@ def word_timing_scores(utterances: list[tuple[float, float, str]], words: list[d
         "aligned_words": len(pairs),
         "inside": inside,
     }
+
+
+def words_in_speech(speech: Sequence[tuple[float, float]], words: Sequence[dict]) -> dict:
+    """The share of ``words`` whose ``[start, end]`` lies inside one stretch of reference speech
+    (the union of ``speech``, any speaker), with each of :data:`WORD_TIME_TOLERANCES` seconds
+    of slack: a word placed in a pause, or reaching into one, is out. Needs no transcript, so
+    it scores simulated conversations whose speech is known exactly.
+
+    Args:
+        speech: ``(start, end)`` seconds, in any order, overlapping or not.
+        words: ``{"start", "end"}`` seconds in the same recording.
+    """
+    merged: list[list[float]] = []
+    for start, end in sorted(speech):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    starts = np.array([m[0] for m in merged])
+    inside = {}
+    for tol in WORD_TIME_TOLERANCES:
+        ok = 0
+        for w in words:
+            # the last stretch starting at or before the word's start (with the slack)
+            i = int(np.searchsorted(starts, w["start"] + tol, side="right")) - 1
+            ok += i >= 0 and w["end"] <= merged[i][1] + tol
+        inside[tol] = ok / len(words) if words else None
+    return {"words": len(words), "inside": inside}

@@ -100,6 +100,12 @@ class TranscriptionConfig:
             the word times (:mod:`audio_ops.alignment`), in place of Whisper's, whether or not
             ``word_timestamps`` is on. ``None`` (default): no CTC model ships offline.
         aligner_revision: hub revision of the aligner.
+        snap_words: move Whisper's word edges out of the clip's pauses
+            (:func:`audio_ops.alignment.snap_words`): a word starting or ending in a pause, or
+            lying wholly in one, is moved to the speech next to it. Pauses are where the bundled
+            Silero VAD's speech probability stays under 0.5 for 0.1 s or more, or 10 ms frame
+            energies sit near the clip's noise floor for 50 ms or more. Off, the times are
+            Whisper's cross-attention times as they are. Not applied to the CTC aligner's times.
     """
 
     backend: str = "faster-whisper"
@@ -128,6 +134,7 @@ class TranscriptionConfig:
     min_speech_seconds: float = 0.2
     aligner: str | None = field(default=None, metadata=ADDED_LATER)
     aligner_revision: str | None = field(default=None, metadata=ADDED_LATER)
+    snap_words: bool = field(default=True, metadata={**ADDED_LATER, "before": False})
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -928,6 +935,7 @@ class Transcriber:
                 self.config.aligner, self.config.aligner_revision, self.config.device
             )
         self._vad = None
+        self._snap_vad = None
 
     def _align(self, clip: np.ndarray, segments: list[dict[str, Any]]) -> None:
         """Each segment's words from the CTC aligner, in place (clip time). A segment it cannot
@@ -942,22 +950,54 @@ class Transcriber:
                     w["end"] = round(min(w["end"] + segment["start"], segment["end"]), 3)
                 segment["words"] = words
 
-    def speech_seconds(self, audio: np.ndarray) -> float:
+    def _silero(self):
+        """The bundled Silero VAD, loaded once (shared with the speech detector when that is
+        Silero)."""
+        from audio_ops.vad import VadConfig, make_vad
+
+        if self.config.speech_detector == "silero":
+            if self._vad is None:
+                self._vad = make_vad(VadConfig(backend="silero"))
+            return self._vad
+        if self._snap_vad is None:
+            self._snap_vad = make_vad(VadConfig(backend="silero"))
+        return self._snap_vad
+
+    def _snap_words(self, clip: np.ndarray, segments: list[dict[str, Any]]) -> np.ndarray | None:
+        """Whisper's word edges out of the clip's pauses, in place (clip time); returns the
+        Silero speech probabilities it used (None when the clip has no words)."""
+        from audio_ops.alignment import merge_intervals, silences, snap_words, vad_pauses
+        from audio_ops.vad import FRAME_SAMPLES, FRAME_SECONDS
+
+        words = [w for s in segments for w in s.get("words") or []]
+        if not words or len(clip) < FRAME_SAMPLES:
+            return None
+        probs = self._silero().speech_probs(clip)
+        pauses = merge_intervals(silences(clip, SAMPLE_RATE), vad_pauses(probs, FRAME_SECONDS))
+        snap_words(words, pauses)
+        return probs
+
+    def speech_seconds(self, audio: np.ndarray, probs: np.ndarray | None = None) -> float:
         """Seconds of speech in a 16 kHz clip by the configured detector (NaN for ``none``).
 
         Args:
             audio: float32 samples.
+            probs: the clip's Silero speech probabilities when already computed (used when the
+                detector is Silero).
         """
         if self.config.speech_detector == "none":
             return math.nan
-        from audio_ops.vad import VadConfig, detect_speech, make_vad
+        from audio_ops.vad import VadConfig, detect_speech, make_vad, probs_to_regions
 
         vad_config = VadConfig(backend=self.config.speech_detector)
-        if self._vad is None:
-            self._vad = make_vad(vad_config)
         if len(audio) < 512:
             return 0.0
-        regions = detect_speech(audio, vad_config, self._vad)
+        if probs is not None and self.config.speech_detector == "silero":
+            regions = probs_to_regions(probs, vad_config, total_seconds=len(audio) / SAMPLE_RATE)
+        else:
+            if self._vad is None:
+                self._vad = make_vad(vad_config)
+            regions = detect_speech(audio, vad_config, self._vad)
         return float((regions[:, 1] - regions[:, 0]).sum()) if regions.size else 0.0
 
     def transcribe(
@@ -991,11 +1031,14 @@ class Transcriber:
         for k, (clip, result) in enumerate(zip(clips, decoded, strict=True)):
             given = speech_seconds[k] if speech_seconds is not None else None
             given = None if given is None or not math.isfinite(float(given)) else float(given)
-            speech = given if given is not None else self.speech_seconds(clip)
             duration = len(clip) / SAMPLE_RATE
             _clamp_times(result.segments, duration)
+            probs = None
             if self.aligner is not None:
                 self._align(clip, result.segments)
+            elif self.config.snap_words:
+                probs = self._snap_words(clip, result.segments)
+            speech = given if given is not None else self.speech_seconds(clip, probs)
             ratio = compression_ratio(result.text)
             row = {
                 "text": result.text,

@@ -1,6 +1,6 @@
-"""CTC forced alignment of transcripts (``transcription.aligner``): the alignment on given frame
-probabilities, and a tiny random wav2vec2 CTC model loaded through the real path (no CTC weights
-ship offline)."""
+"""Word times: CTC forced alignment of transcripts (``transcription.aligner``) on given frame
+probabilities and with a tiny random wav2vec2 CTC model loaded through the real path (no CTC
+weights ship offline); Whisper's word edges moved out of pauses (``transcription.snap_words``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 from helpers import SAMPLE
 
-from audio_ops.alignment import align_words, check_aligner
+from audio_ops.alignment import (
+    align_words,
+    check_aligner,
+    merge_intervals,
+    silences,
+    snap_words,
+    vad_pauses,
+)
 from audio_ops.io import load_audio
 from audio_ops.models import ModelError
 from audio_ops.transcription import Transcriber, TranscriptionConfig, segment_words
@@ -132,3 +139,77 @@ def test_an_aligner_that_cannot_load_is_refused_before_any_work(tiny_ctc, tmp_pa
         check_aligner("models/ctc/v1")
     with pytest.raises(ModelError, match="hub cache does not hold it"):
         check_aligner("facebook/wav2vec2-base-960h")
+
+
+# ----------------------------------------------------------------------------------------------
+# Word edges out of pauses
+# ----------------------------------------------------------------------------------------------
+
+
+def words_at(*spans: tuple[str, float, float]) -> list[dict]:
+    return [{"word": w, "start": a, "end": b} for w, a, b in spans]
+
+
+def times(words: list[dict]) -> list[tuple[float, float]]:
+    return [(w["start"], w["end"]) for w in words]
+
+
+def test_word_edges_in_a_pause_move_to_the_speech_beside_it():
+    pauses = np.array([[1.0, 1.5]])
+    words = words_at(("so", 0.2, 1.2), ("then", 1.3, 2.0), ("more", 2.0, 2.4))
+    snap_words(words, pauses)
+    # "so" ran 0.2 s into the pause, "then" started 0.2 s before its end; "more" is untouched.
+    assert times(words) == [(0.2, 1.0), (1.5, 2.0), (2.0, 2.4)]
+
+
+def test_a_word_wholly_in_a_pause_joins_the_speech_before_it_unless_it_starts_a_sentence():
+    pauses = np.array([[1.0, 2.0]])
+    # Whisper's late zero-length last word of a phrase: back to the end of the speech before.
+    words = words_at(("now,", 0.5, 0.9), ("though.", 1.4, 1.4), ("Well,", 2.1, 2.5))
+    snap_words(words, pauses)
+    assert times(words) == [(0.5, 0.9), (1.0, 1.0), (2.1, 2.5)]
+    # After a sentence's end the word begins the next sentence: forward, keeping its length
+    # where the next word leaves room.
+    words = words_at(("there.", 0.5, 0.9), ("So", 1.6, 1.8), ("we", 2.1, 2.3))
+    snap_words(words, pauses)
+    assert times(words) == [(0.5, 0.9), (2.0, 2.1), (2.1, 2.3)]
+    # The clip's first word goes forward too; two words in one pause keep their order.
+    words = words_at(("Oh", 1.1, 1.2), ("well", 1.3, 1.9), ("yes", 2.0, 2.2))
+    snap_words(words, pauses)
+    assert times(words) == [(2.0, 2.0), (2.0, 2.0), (2.0, 2.2)]
+    assert all(a["end"] <= b["start"] for a, b in zip(words, words[1:], strict=False))
+
+
+def test_a_word_keeps_its_length_back_to_the_word_before_and_no_pause_moves_nothing():
+    words = words_at(("it", 0.2, 0.6), ("went", 1.3, 1.7))
+    snap_words(words, np.array([[0.8, 2.0]]))
+    assert times(words) == [(0.2, 0.6), (0.6, 0.8)]  # 0.4 s long, back to "it"'s end
+    words = words_at(("a", 0.1, 0.5), ("b", 0.5, 0.9))
+    snap_words(words, np.zeros((0, 2)))
+    assert times(words) == [(0.1, 0.5), (0.5, 0.9)]
+
+
+def burst(seconds: float, rng: np.random.Generator, level: float = 0.3) -> np.ndarray:
+    """Speech-like noise bursts: 16 kHz, amplitude-modulated at 4 Hz."""
+    t = np.arange(int(seconds * 16000)) / 16000
+    return (level * rng.standard_normal(t.size) * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))).astype(
+        np.float32
+    )
+
+
+def test_pauses_are_found_to_the_frame_and_none_in_noise_near_the_speech_level():
+    rng = np.random.default_rng(0)
+    floor = 1e-4 * rng.standard_normal(16000 * 3).astype(np.float32)
+    audio = floor.copy()
+    audio[:16000] += burst(1.0, rng)
+    audio[int(1.4 * 16000) : 3 * 16000] += burst(1.6, rng)
+    assert silences(audio, 16000) == pytest.approx(np.array([[1.0, 1.4]]), abs=0.011)
+    # Speech 10 dB above a noise bed: energy cannot tell a pause, so none is claimed.
+    noisy = audio + 0.1 * rng.standard_normal(audio.size).astype(np.float32)
+    assert silences(noisy, 16000).shape == (0, 2)
+    # The VAD's probabilities still can: runs below 0.5 of at least 0.1 s (4 frames of 32 ms).
+    probs = np.array([0.9, 0.9, 0.2, 0.1, 0.3, 0.2, 0.9, 0.4, 0.4, 0.4, 0.9])
+    assert vad_pauses(probs, 0.032) == pytest.approx(np.array([[0.064, 0.192]]))
+    assert merge_intervals(np.array([[0.0, 1.0]]), np.array([[0.5, 2.0], [3.0, 4.0]])) == (
+        pytest.approx(np.array([[0.0, 2.0], [3.0, 4.0]]))
+    )
