@@ -204,6 +204,8 @@ SILENCE_MARGIN_DB = 15.0
 #: ... and more than this far below its loud frames (95th percentile): in noisy audio, where
 #: speech stands less than the margin above the floor, nothing counts as silence and no word moves.
 SILENCE_BELOW_PEAK_DB = 35.0
+#: Frames below this (dB re full scale, power) are digital silence, left out of the floor.
+DIGITAL_SILENCE_DB = -100.0
 #: Silent runs shorter than this are left alone (stop closures, short gaps inside words).
 MIN_SILENCE = 0.05
 #: A VAD frame below this speech probability is a pause (Silero's own speech threshold) ...
@@ -228,8 +230,12 @@ def silences(
         return np.zeros((0, 2))
     power = np.square(np.asarray(audio[: n * frame], np.float64)).reshape(n, frame).mean(axis=1)
     db = 10 * np.log10(power + 1e-12)
-    floor, peak = np.percentile(db, [5, 95])
-    silent = db < min(floor + margin_db, peak - below_peak_db)
+    live = db > DIGITAL_SILENCE_DB  # digital zeros would pull the floor down to -120 dB
+    if live.any():
+        floor, peak = np.percentile(db[live], [5, 95])
+        silent = ~live | (db < min(floor + margin_db, peak - below_peak_db))
+    else:
+        silent = np.ones(n, bool)
     edges = np.flatnonzero(np.diff(np.concatenate([[0], silent.astype(np.int8), [0]])))
     runs = edges.reshape(-1, 2)
     runs = runs[(runs[:, 1] - runs[:, 0]) * frame >= min_silence * sample_rate]
@@ -245,15 +251,18 @@ def vad_pauses(
     frame_seconds: float,
     threshold: float = PAUSE_PROBABILITY,
     min_pause: float = MIN_PAUSE,
+    duration: float | None = None,
 ) -> np.ndarray:
     """The pauses of a clip, ``(k, 2)`` seconds, from a VAD's per-frame speech probabilities:
-    runs of frames below ``threshold`` at least ``min_pause`` long. Unlike :func:`silences`
-    it holds in noise, where frame energies cannot tell a pause from speech."""
+    runs of frames below ``threshold`` at least ``min_pause`` long, cut at ``duration`` (the
+    last frame is padded past the clip's end). Unlike :func:`silences` it holds in noise, where
+    frame energies cannot tell a pause from speech."""
     low = np.asarray(probs).reshape(-1) < threshold
     edges = np.flatnonzero(np.diff(np.concatenate([[0], low.astype(np.int8), [0]])))
     runs = edges.reshape(-1, 2)
     runs = runs[(runs[:, 1] - runs[:, 0]) * frame_seconds >= min_pause - 1e-9]
-    return runs * frame_seconds
+    seconds = runs * frame_seconds
+    return seconds if duration is None else np.minimum(seconds, float(duration))
 
 
 def merge_intervals(*intervals: np.ndarray) -> np.ndarray:
@@ -271,21 +280,28 @@ def merge_intervals(*intervals: np.ndarray) -> np.ndarray:
     return np.array(merged)
 
 
-def snap_words(words: list[dict[str, Any]], silent: np.ndarray) -> None:
+def snap_words(
+    words: list[dict[str, Any]], silent: np.ndarray, duration: float | None = None
+) -> None:
     """Word edges out of ``silent`` stretches (:func:`silences`), in place, as stable-ts's
     "suppress silence" does: a start inside a silence moves to where it ends, an end inside one
     to where it begins. A word wholly inside one (Whisper gives such words, often of zero
     length: a sentence's last word whose sound it placed late) joins the speech before the
     silence, keeping its length where its neighbour leaves room, unless it starts the clip or a
-    sentence (the word before it ends in ``.``, ``?`` or ``!``): then the speech after it. Words
-    stay in order and never overlap a neighbour more than they did.
+    sentence (the word before it ends in ``.``, ``?`` or ``!``): then the speech after it. A
+    silence at either end of the clip has no speech on that side, so such a word goes the other
+    way (and stays where it is in a clip without speech). Words stay in order, inside
+    ``[0, duration]``, and never overlap a neighbour more than they did.
 
     Args:
         words: ``{start, end, ...}`` in time order, seconds in the clip ``silent`` was found in.
         silent: ``(k, 2)`` seconds, in time order, not overlapping.
+        duration: the clip's length in seconds (None: unbounded).
     """
     if not len(silent) or not words:
         return
+    limit = math.inf if duration is None else float(duration)
+    silent = np.minimum(np.asarray(silent, dtype=np.float64), limit)
     starts = silent[:, 0]
     for k, w in enumerate(words):
         start, end = float(w["start"]), float(w["end"])
@@ -295,22 +311,20 @@ def snap_words(words: list[dict[str, Any]], silent: np.ndarray) -> None:
             if end <= b:  # wholly silent: to the speech before, or after
                 length = end - start
                 previous = str(words[k - 1].get("word", "")).rstrip() if k else ""
-                # forward for a clip's first word, a sentence's first word, and after a word
-                # that went forward past this silence (order is kept)
-                backward = (
-                    k > 0
-                    and not previous.endswith(SENTENCE_ENDS)
-                    and float(words[k - 1]["end"]) <= a
-                )
-                if backward:
+                # Order is kept: a word after one that went forward past this silence follows.
+                can_back = a > 0 and (k == 0 or float(words[k - 1]["end"]) <= a)
+                can_forward = b < limit
+                wants_back = k > 0 and not previous.endswith(SENTENCE_ENDS)
+                if can_back and (wants_back or not can_forward):
                     before = float(words[k - 1]["end"]) if k else 0.0
                     start, end = max(a - length, min(before, a)), a
-                else:
+                elif can_forward:
                     after = float(words[k + 1]["start"]) if k + 1 < len(words) else b + length
-                    start, end = b, max(b, min(b + length, after))
+                    start, end = b, max(b, min(b + length, after, limit))
             else:
                 start = b
         j = int(np.searchsorted(starts, end, side="left")) - 1  # the silence starting before end
         if j >= 0 and silent[j, 0] > start and end <= silent[j, 1]:
             end = float(silent[j, 0])
-        w["start"], w["end"] = round(start, 3), round(max(end, start), 3)
+        start, end = min(start, limit), min(max(end, start), limit)
+        w["start"], w["end"] = round(start, 3), round(end, 3)

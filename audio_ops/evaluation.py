@@ -261,7 +261,7 @@ def words_in_speech(speech: Sequence[tuple[float, float]], words: Sequence[dict]
         ok = 0
         for w in words:
             # the last stretch starting at or before the word's start (with the slack)
-            i = int(np.searchsorted(starts, w["start"] + tol, side="right")) - 1
-            ok += i >= 0 and w["end"] <= merged[i][1] + tol
+            i = int(np.searchsorted(starts, w["start"] + tol + 1e-9, side="right")) - 1
+            ok += i >= 0 and w["end"] <= merged[i][1] + tol + 1e-9
         inside[tol] = ok / len(words) if words else None
     return {"words": len(words), "inside": inside}

@@ -972,9 +972,17 @@ class Transcriber:
         words = [w for s in segments for w in s.get("words") or []]
         if not words or len(clip) < FRAME_SAMPLES:
             return None
+        duration = len(clip) / SAMPLE_RATE
         probs = self._silero().speech_probs(clip)
-        pauses = merge_intervals(silences(clip, SAMPLE_RATE), vad_pauses(probs, FRAME_SECONDS))
-        snap_words(words, pauses)
+        pauses = merge_intervals(
+            silences(clip, SAMPLE_RATE), vad_pauses(probs, FRAME_SECONDS, duration=duration)
+        )
+        snap_words(words, pauses, duration)
+        for segment in segments:  # a segment still holds its words
+            inner = segment.get("words") or []
+            if inner:
+                segment["start"] = min(segment["start"], inner[0]["start"])
+                segment["end"] = max(segment["end"], inner[-1]["end"])
         return probs
 
     def speech_seconds(self, audio: np.ndarray, probs: np.ndarray | None = None) -> float:

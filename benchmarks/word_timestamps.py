@@ -37,7 +37,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from audio_ops.evaluation import read_stm, word_timing_scores, words_in_speech  # noqa: E402
+from audio_ops.evaluation import (  # noqa: E402
+    WORD_TIME_TOLERANCES,
+    read_stm,
+    word_timing_scores,
+    words_in_speech,
+)
 from benchmarks.common import machine, save  # noqa: E402
 from benchmarks.real_conversations import read_rttm  # noqa: E402
 
@@ -100,6 +105,8 @@ def main() -> int:
 
     for folder in args.conversations:
         audio = sorted(str(p) for p in (folder / "audio").iterdir() if p.suffix in AUDIO_SUFFIXES)
+        if not audio:
+            raise SystemExit(f"{folder}/audio holds no {' or '.join(AUDIO_SUFFIXES)} file")
         speech = {
             path: [(s, e) for _, s, e in read_rttm(folder / "rttm" / f"{Path(path).stem}.rttm")]
             for path in audio
@@ -109,9 +116,11 @@ def main() -> int:
             words = transcribe_words(audio, args.language, **options)
             per_file = [words_in_speech(speech[p], words[p]) for p in audio]
             total = sum(f["words"] for f in per_file)
+            if not total:
+                raise SystemExit(f"{folder}: no words recognised in {len(audio)} files")
             inside = {
                 tol: sum(f["inside"][tol] * f["words"] for f in per_file if f["words"]) / total
-                for tol in per_file[0]["inside"]
+                for tol in WORD_TIME_TOLERANCES
             }
             results[str(folder)][name] = {"words": total, "inside": inside}
             print(

@@ -180,6 +180,21 @@ def test_a_word_wholly_in_a_pause_joins_the_speech_before_it_unless_it_starts_a_
     assert all(a["end"] <= b["start"] for a, b in zip(words, words[1:], strict=False))
 
 
+def test_no_word_leaves_the_clip_when_a_pause_runs_to_its_end():
+    # "Bye" starts a sentence, but the pause after "Thanks." runs to the end of the 3 s clip:
+    # there is no speech after it, so it joins the speech before.
+    words = words_at(("Thanks.", 2.0, 2.4), ("Bye", 2.6, 2.9))
+    snap_words(words, np.array([[2.5, 3.2]]), duration=3.0)
+    assert times(words) == [(2.0, 2.4), (2.4, 2.5)]  # its length capped by "Thanks."
+    # A lone word in a clip without speech stays where it is; nothing passes the clip's end.
+    words = words_at(("Hmm", 0.7, 0.95))
+    snap_words(words, np.array([[0.0, 1.0]]), duration=1.0)
+    assert times(words) == [(0.7, 0.95)]
+    words = words_at(("Ok.", 0.1, 0.6), ("So", 0.9, 1.0))
+    snap_words(words, np.array([[0.64, 1.024]]), duration=1.0)
+    assert all(0 <= w["start"] <= w["end"] <= 1.0 for w in words)
+
+
 def test_a_word_keeps_its_length_back_to_the_word_before_and_no_pause_moves_nothing():
     words = words_at(("it", 0.2, 0.6), ("went", 1.3, 1.7))
     snap_words(words, np.array([[0.8, 2.0]]))
@@ -210,6 +225,13 @@ def test_pauses_are_found_to_the_frame_and_none_in_noise_near_the_speech_level()
     # The VAD's probabilities still can: runs below 0.5 of at least 0.1 s (4 frames of 32 ms).
     probs = np.array([0.9, 0.9, 0.2, 0.1, 0.3, 0.2, 0.9, 0.4, 0.4, 0.4, 0.9])
     assert vad_pauses(probs, 0.032) == pytest.approx(np.array([[0.064, 0.192]]))
+    # Silero's last frame is padded past the clip's end: pauses are cut at the clip's length.
+    assert vad_pauses([0.9] * 20 + [0.05] * 12, 0.032, duration=1.0) == pytest.approx(
+        np.array([[0.64, 1.0]])
+    )
+    # Digital zeros (0.3 s of them) neither hide the pause nor count as the noise floor.
+    zeros = np.concatenate([np.zeros(int(0.3 * 16000), np.float32), audio])
+    assert silences(zeros, 16000) == pytest.approx(np.array([[0.0, 0.3], [1.3, 1.7]]), abs=0.011)
     assert merge_intervals(np.array([[0.0, 1.0]]), np.array([[0.5, 2.0], [3.0, 4.0]])) == (
         pytest.approx(np.array([[0.0, 2.0], [3.0, 4.0]]))
     )

@@ -393,7 +393,7 @@ def test_snapped_word_times_stay_in_the_speech_of_a_noisy_conversation(tmp_path)
     benchmarks/real_conversations.py), whose speech is known to the millisecond. Measured:
     98.1 % of the words inside reference speech with ``snap_words``, 92.6 % without (Whisper
     runs words on into the pauses and starts them early). benchmarks/word_timestamps.py on 20
-    held-out conversations: 95.6 % against 92.1 %."""
+    held-out conversations: 95.5 % against 92.1 %."""
     from benchmarks.real_conversations import make_conversations, read_rttm
 
     make_conversations(str(tmp_path), "dev", 1, 1, str(REAL / "voices"), duration=(25.0, 30.0))
