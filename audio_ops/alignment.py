@@ -242,8 +242,17 @@ def silences(
     return runs * (frame / sample_rate)
 
 
-#: Punctuation that ends a sentence: the word after it starts one.
+#: Punctuation that ends a sentence: the word after it starts one ...
 SENTENCE_ENDS = (".", "?", "!", "\u3002", "\uff1f", "\uff01")
+#: ... unless the word is one of these abbreviations (lower case), after which a sentence goes on.
+ABBREVIATIONS = frozenset(
+    "mr. mrs. ms. dr. prof. st. mt. jr. sr. vs. etc. e.g. i.e. no. approx. dept. inc. ltd.".split()
+)
+
+
+def _ends_sentence(word: str) -> bool:
+    word = word.strip().rstrip("\"')\u201d\u2019")  # a closing quote or bracket after the stop
+    return word.endswith(SENTENCE_ENDS) and word.lower() not in ABBREVIATIONS
 
 
 def vad_pauses(
@@ -288,7 +297,8 @@ def snap_words(
     to where it begins. A word wholly inside one (Whisper gives such words, often of zero
     length: a sentence's last word whose sound it placed late) joins the speech before the
     silence, keeping its length where its neighbour leaves room, unless it starts the clip or a
-    sentence (the word before it ends in ``.``, ``?`` or ``!``): then the speech after it. A
+    sentence (the word before it ends in ``.``, ``?`` or ``!``, perhaps before a closing quote,
+    and is no abbreviation such as ``Mr.``): then the speech after it. A
     silence at either end of the clip has no speech on that side, so such a word goes the other
     way (and stays where it is in a clip without speech). Words stay in order, inside
     ``[0, duration]``, and never overlap a neighbour more than they did.
@@ -310,11 +320,11 @@ def snap_words(
             a, b = float(silent[i, 0]), float(silent[i, 1])
             if end <= b:  # wholly silent: to the speech before, or after
                 length = end - start
-                previous = str(words[k - 1].get("word", "")).rstrip() if k else ""
+                previous = str(words[k - 1].get("word", "")) if k else ""
                 # Order is kept: a word after one that went forward past this silence follows.
                 can_back = a > 0 and (k == 0 or float(words[k - 1]["end"]) <= a)
                 can_forward = b < limit
-                wants_back = k > 0 and not previous.endswith(SENTENCE_ENDS)
+                wants_back = k > 0 and not _ends_sentence(previous)
                 if can_back and (wants_back or not can_forward):
                     before = float(words[k - 1]["end"]) if k else 0.0
                     start, end = max(a - length, min(before, a)), a

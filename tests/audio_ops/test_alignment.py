@@ -173,6 +173,13 @@ def test_a_word_wholly_in_a_pause_joins_the_speech_before_it_unless_it_starts_a_
     words = words_at(("there.", 0.5, 0.9), ("So", 1.6, 1.8), ("we", 2.1, 2.3))
     snap_words(words, pauses)
     assert times(words) == [(0.5, 0.9), (2.0, 2.1), (2.1, 2.3)]
+    # A closing quote after the stop still ends the sentence; an abbreviation does not.
+    words = words_at(('there."', 0.5, 0.9), ("So", 1.6, 1.8), ("we", 2.1, 2.3))
+    snap_words(words, pauses)
+    assert times(words)[1] == (2.0, 2.1)
+    words = words_at(("Mr.", 0.5, 0.9), ("Smith", 1.4, 1.8), ("said", 2.1, 2.3))
+    snap_words(words, pauses)
+    assert times(words)[1] == (0.9, 1.0)
     # The clip's first word goes forward too; two words in one pause keep their order.
     words = words_at(("Oh", 1.1, 1.2), ("well", 1.3, 1.9), ("yes", 2.0, 2.2))
     snap_words(words, pauses)
