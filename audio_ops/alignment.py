@@ -214,6 +214,12 @@ PAUSE_PROBABILITY = 0.5
 MIN_PAUSE = 0.1
 
 
+def _runs(mask: np.ndarray) -> np.ndarray:
+    """``(k, 2)`` frame indices ``[first, end)`` of the runs of True in a boolean mask."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return edges.reshape(-1, 2)
+
+
 def silences(
     audio: np.ndarray,
     sample_rate: int = ANALYSIS_RATE,
@@ -236,8 +242,7 @@ def silences(
         silent = ~live | (db < min(floor + margin_db, peak - below_peak_db))
     else:
         silent = np.ones(n, bool)
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], silent.astype(np.int8), [0]])))
-    runs = edges.reshape(-1, 2)
+    runs = _runs(silent)
     runs = runs[(runs[:, 1] - runs[:, 0]) * frame >= min_silence * sample_rate]
     return runs * (frame / sample_rate)
 
@@ -266,33 +271,17 @@ def vad_pauses(
     runs of frames below ``threshold`` at least ``min_pause`` long, cut at ``duration`` (the
     last frame is padded past the clip's end). Unlike :func:`silences` it holds in noise, where
     frame energies cannot tell a pause from speech."""
-    low = np.asarray(probs).reshape(-1) < threshold
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], low.astype(np.int8), [0]])))
-    runs = edges.reshape(-1, 2)
+    runs = _runs(np.asarray(probs).reshape(-1) < threshold)
     runs = runs[(runs[:, 1] - runs[:, 0]) * frame_seconds >= min_pause - 1e-9]
     seconds = runs * frame_seconds
     return seconds if duration is None else np.minimum(seconds, float(duration))
 
 
-def merge_intervals(*intervals: np.ndarray) -> np.ndarray:
-    """The union of ``(k, 2)`` interval arrays, sorted, as ``(m, 2)`` non-overlapping."""
-    rows = np.concatenate([np.asarray(i, dtype=np.float64).reshape(-1, 2) for i in intervals])
-    if not len(rows):
-        return np.zeros((0, 2))
-    rows = rows[np.argsort(rows[:, 0], kind="stable")]
-    merged = [rows[0].copy()]
-    for start, end in rows[1:]:
-        if start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append(np.array([start, end]))
-    return np.array(merged)
-
-
 def snap_words(
     words: list[dict[str, Any]], silent: np.ndarray, duration: float | None = None
 ) -> None:
-    """Word edges out of ``silent`` stretches (:func:`silences`), in place, as stable-ts's
+    """Word edges out of ``silent`` stretches (:func:`silences`, :func:`vad_pauses`, or their
+    union by :func:`audio_ops.diarization.merge_regions`), in place, as stable-ts's
     "suppress silence" does: a start inside a silence moves to where it ends, an end inside one
     to where it begins. A word wholly inside one (Whisper gives such words, often of zero
     length: a sentence's last word whose sound it placed late) joins the speech before the

@@ -249,13 +249,10 @@ def words_in_speech(speech: Sequence[tuple[float, float]], words: Sequence[dict]
         speech: ``(start, end)`` seconds, in any order, overlapping or not.
         words: ``{"start", "end"}`` seconds in the same recording.
     """
-    merged: list[list[float]] = []
-    for start, end in sorted(speech):
-        if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
-    starts = np.array([m[0] for m in merged])
+    from audio_ops.diarization import merge_regions
+
+    merged = merge_regions(np.asarray(speech, dtype=np.float64))
+    starts = merged[:, 0]
     inside = {}
     for tol in WORD_TIME_TOLERANCES:
         ok = 0

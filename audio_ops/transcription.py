@@ -934,8 +934,8 @@ class Transcriber:
             self.aligner = CtcAligner(
                 self.config.aligner, self.config.aligner_revision, self.config.device
             )
-        self._vad = None
-        self._snap_vad = None
+        self._energy_vad = None
+        self._silero_vad = None
 
     def _align(self, clip: np.ndarray, segments: list[dict[str, Any]]) -> None:
         """Each segment's words from the CTC aligner, in place (clip time). A segment it cannot
@@ -951,22 +951,19 @@ class Transcriber:
                 segment["words"] = words
 
     def _silero(self):
-        """The bundled Silero VAD, loaded once (shared with the speech detector when that is
-        Silero)."""
-        from audio_ops.vad import VadConfig, make_vad
+        """The bundled Silero VAD, loaded once: for ``snap_words`` and, when it is the speech
+        detector, for ``speech_seconds``."""
+        if self._silero_vad is None:
+            from audio_ops.vad import VadConfig, make_vad
 
-        if self.config.speech_detector == "silero":
-            if self._vad is None:
-                self._vad = make_vad(VadConfig(backend="silero"))
-            return self._vad
-        if self._snap_vad is None:
-            self._snap_vad = make_vad(VadConfig(backend="silero"))
-        return self._snap_vad
+            self._silero_vad = make_vad(VadConfig(backend="silero"))
+        return self._silero_vad
 
     def _snap_words(self, clip: np.ndarray, segments: list[dict[str, Any]]) -> np.ndarray | None:
         """Whisper's word edges out of the clip's pauses, in place (clip time); returns the
         Silero speech probabilities it used (None when the clip has no words)."""
-        from audio_ops.alignment import merge_intervals, silences, snap_words, vad_pauses
+        from audio_ops.alignment import silences, snap_words, vad_pauses
+        from audio_ops.diarization import merge_regions
         from audio_ops.vad import FRAME_SAMPLES, FRAME_SECONDS
 
         words = [w for s in segments for w in s.get("words") or []]
@@ -974,8 +971,10 @@ class Transcriber:
             return None
         duration = len(clip) / SAMPLE_RATE
         probs = self._silero().speech_probs(clip)
-        pauses = merge_intervals(
-            silences(clip, SAMPLE_RATE), vad_pauses(probs, FRAME_SECONDS, duration=duration)
+        pauses = merge_regions(
+            np.concatenate(
+                [silences(clip, SAMPLE_RATE), vad_pauses(probs, FRAME_SECONDS, duration=duration)]
+            )
         )
         snap_words(words, pauses, duration)
         for segment in segments:  # a segment still holds its words
@@ -1000,12 +999,14 @@ class Transcriber:
         vad_config = VadConfig(backend=self.config.speech_detector)
         if len(audio) < 512:
             return 0.0
-        if probs is not None and self.config.speech_detector == "silero":
+        if self.config.speech_detector == "silero":
+            if probs is None:
+                probs = self._silero().speech_probs(audio)
             regions = probs_to_regions(probs, vad_config, total_seconds=len(audio) / SAMPLE_RATE)
         else:
-            if self._vad is None:
-                self._vad = make_vad(vad_config)
-            regions = detect_speech(audio, vad_config, self._vad)
+            if self._energy_vad is None:
+                self._energy_vad = make_vad(vad_config)
+            regions = detect_speech(audio, vad_config, self._energy_vad)
         return float((regions[:, 1] - regions[:, 0]).sum()) if regions.size else 0.0
 
     def transcribe(

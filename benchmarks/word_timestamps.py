@@ -64,9 +64,9 @@ def transcribe_words(audio: list[str], language: str, **options) -> dict[str, li
         )
         transcripts = result.table("transcripts").sort_values(["path", "start"])
     words: dict[str, list[dict]] = {path: [] for path in audio}
+    given = {Path(p).resolve(): p for p in audio}
     for path, row in zip(transcripts["path"], transcripts["words"], strict=True):
-        key = next(p for p in audio if Path(p).resolve() == Path(path).resolve())
-        words[key] += [dict(w) for w in row]
+        words[given[Path(path).resolve()]] += [dict(w) for w in row]
     return words
 
 

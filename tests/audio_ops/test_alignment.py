@@ -14,11 +14,11 @@ from helpers import SAMPLE
 from audio_ops.alignment import (
     align_words,
     check_aligner,
-    merge_intervals,
     silences,
     snap_words,
     vad_pauses,
 )
+from audio_ops.diarization import merge_regions
 from audio_ops.io import load_audio
 from audio_ops.models import ModelError
 from audio_ops.transcription import Transcriber, TranscriptionConfig, segment_words
@@ -239,6 +239,5 @@ def test_pauses_are_found_to_the_frame_and_none_in_noise_near_the_speech_level()
     # Digital zeros (0.3 s of them) neither hide the pause nor count as the noise floor.
     zeros = np.concatenate([np.zeros(int(0.3 * 16000), np.float32), audio])
     assert silences(zeros, 16000) == pytest.approx(np.array([[0.0, 0.3], [1.3, 1.7]]), abs=0.011)
-    assert merge_intervals(np.array([[0.0, 1.0]]), np.array([[0.5, 2.0], [3.0, 4.0]])) == (
-        pytest.approx(np.array([[0.0, 2.0], [3.0, 4.0]]))
-    )
+    both = np.concatenate([np.array([[0.0, 1.0]]), np.array([[0.5, 2.0], [3.0, 4.0]])])
+    assert merge_regions(both) == (pytest.approx(np.array([[0.0, 2.0], [3.0, 4.0]])))
