@@ -158,20 +158,26 @@ def embedding_masks(
 
 
 def analyse_chunks(
-    chunks: np.ndarray,
+    audio: np.ndarray,
+    offsets: np.ndarray,
     embed: np.ndarray,
     model: SegmentationModel,
     encoder,
     config: SegmentationDiarizationConfig,
+    ends: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Segmentation of 10 s chunks, and embeddings of the local speakers of those marked.
+    """Segmentation of the 10 s chunks of a signal, and embeddings of the local speakers of those
+    marked.
 
     Args:
-        chunks: ``(c, chunk_samples)`` float32.
+        audio: float32 samples (blocks may be concatenated: see ``ends``).
+        offsets: ``(c,)`` first sample of each chunk.
         embed: ``(c,)`` bool: which chunks to embed.
         model: the segmentation model.
         encoder: a :class:`audio_ops.embedding.SpeakerEncoder`.
         config: the section's parameters.
+        ends: ``(c,)`` where each chunk's signal ends (it is zero-padded past it); default: the
+            end of ``audio``.
 
     Returns:
         ``(activity, embeddings)``: ``(c, frames, s)`` uint8 and ``(c, s, d)`` float32 (NaN
@@ -179,16 +185,20 @@ def analyse_chunks(
     """
     from audio_ops.embedding import mask_frames
 
-    activity = model.activity(chunks).astype(np.uint8)
-    embeddings = np.full((len(chunks), activity.shape[2], encoder.dim), np.nan, np.float32)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    activity = model.activity_at(audio, offsets, ends).astype(np.uint8)
+    embeddings = np.full((len(offsets), activity.shape[2], encoder.dim), np.nan, np.float32)
     pick = np.flatnonzero(np.asarray(embed, dtype=bool))
     if len(pick):
-        n = mask_frames(chunks.shape[1])
+        n = mask_frames(model.chunk_samples)
         min_frames = max(1, int(round(config.min_embedding_seconds * 100)))
         masks = embedding_masks(
             activity[pick], model.frame_step, model.frame_duration, n, min_frames
         )
-        embeddings[pick] = encoder.embed_masked(chunks[pick], masks, min_frames)
+        chunks = cut_chunks(
+            audio, offsets[pick], model.chunk_samples, None if ends is None else ends[pick]
+        )
+        embeddings[pick] = encoder.embed_masked(chunks, masks, min_frames)
     return activity, embeddings
 
 
@@ -564,9 +574,8 @@ def diarize_audio_segmentation(
     audio = np.asarray(audio, dtype=np.float32)
     starts = chunk_starts(len(audio), model.chunk_samples, int(round(config.step * SAMPLE_RATE)))
     seconds = starts / SAMPLE_RATE
-    chunks = cut_chunks(audio, starts, model.chunk_samples)
     embed = embed_mask_for(seconds, config.step, config.embed_every, is_last=True)
-    activity, embeddings = analyse_chunks(chunks, embed, model, encoder, config)
+    activity, embeddings = analyse_chunks(audio, starts, embed, model, encoder, config)
     return diarize_segments(
         seconds,
         activity,
@@ -637,7 +646,8 @@ class SegmentationOperator:
         torch.set_num_threads(self.threads)
         model = self.model
         statuses = batch.get("status", np.array(["ok"] * len(batch["audio"]), dtype=object))
-        plans, pieces, embed = [], [], []
+        plans, signals, offsets, ends, embed = [], [], [], [], []
+        base = 0
         for audio_bytes, start, owned, num, last, status in zip(
             batch["audio"],
             batch["chunk_start"],
@@ -657,16 +667,25 @@ class SegmentationOperator:
                     self.config.step,
                     model.duration,
                 )
-            offsets = np.round((starts - float(start)) * SAMPLE_RATE).astype(np.int64)
+            signal = chunk_audio(audio_bytes) if len(starts) else np.zeros(0, np.float32)
             plans.append(starts)
-            pieces.append(cut_chunks(chunk_audio(audio_bytes), offsets, model.chunk_samples))
+            signals.append(signal)
+            offsets.append(base + np.round((starts - float(start)) * SAMPLE_RATE).astype(np.int64))
+            base += len(signal)
+            ends.append(np.full(len(starts), base, np.int64))
             embed.append(
                 embed_mask_for(starts, self.config.step, self.config.embed_every, bool(last))
             )
-        # The chunks of every block of the batch go through the models together (full batches
-        # on a GPU), then are split back by block.
+        # The blocks of the batch, end to end, go through the models together (full batches on
+        # a GPU; no chunk reaches past its own block's end), then are split back by block.
         activity, embeddings = analyse_chunks(
-            np.concatenate(pieces), np.concatenate(embed), model, self.encoder, self.config
+            np.concatenate(signals),
+            np.concatenate(offsets),
+            np.concatenate(embed),
+            model,
+            self.encoder,
+            self.config,
+            ends=np.concatenate(ends),
         )
         bounds = np.cumsum([0] + [len(p) for p in plans])
         out = {k: v for k, v in batch.items() if k != "audio"}

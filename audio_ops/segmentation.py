@@ -250,14 +250,18 @@ def _pyannet_classes():
             self.norm1d = nn.ModuleList([nn.InstanceNorm1d(n, affine=True) for n in (80, 60, 60)])
 
         def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
-            out = self.wav_norm1d(waveforms)
-            for index, (conv, pool, norm) in enumerate(
-                zip(self.conv1d, self.pool1d, self.norm1d, strict=True)
-            ):
-                out = conv(out)
-                if index == 0:
-                    out = torch.abs(out)
-                out = F.leaky_relu(norm(pool(out)))
+            return self.after_first(self.conv1d[0](self.wav_norm1d(waveforms)))
+
+        def after_first(self, out: torch.Tensor) -> torch.Tensor:
+            """The rest of SincNet from the output of its first (sinc) convolution."""
+            return self.after_first_pool(self.pool1d[0](torch.abs(out)))
+
+        def after_first_pool(self, out: torch.Tensor) -> torch.Tensor:
+            """The rest of SincNet from its first convolution's output after |.| and pooling."""
+            out = F.leaky_relu(self.norm1d[0](out))
+            stages = zip(self.conv1d[1:], self.pool1d[1:], self.norm1d[1:], strict=True)
+            for conv, pool, norm in stages:
+                out = F.leaky_relu(norm(pool(conv(out))))
             return out
 
     class PyanNet(nn.Module):
@@ -296,7 +300,11 @@ def _pyannet_classes():
 
         def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
             """``(batch, 1, samples)`` -> ``(batch, frames, classes)`` log-probabilities."""
-            out, _ = self.lstm(self.sincnet(waveforms).transpose(1, 2))
+            return self.head(self.sincnet(waveforms))
+
+        def head(self, features: torch.Tensor) -> torch.Tensor:
+            """SincNet's ``(batch, 60, frames)`` features -> log-probabilities."""
+            out, _ = self.lstm(features.transpose(1, 2))
             for layer in self.linear:
                 out = F.leaky_relu(layer(out))
             return F.log_softmax(self.classifier(out), dim=-1)
@@ -408,6 +416,106 @@ class SegmentationModel:
         """Hard local speaker activity of ``(n, chunk_samples)`` chunks: ``(n, frames, 3)`` 0/1."""
         return powerset_to_multilabel(self.log_probs(chunks), self.mapping)
 
+    def log_probs_at(
+        self, audio: np.ndarray, offsets: np.ndarray, ends: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Powerset log-probabilities of the chunks of a signal that start at ``offsets``
+        (samples): ``log_probs(cut_chunks(audio, offsets, chunk_samples, ends))`` to float
+        rounding, with SincNet's first convolution run once over the stretch the chunks cover
+        instead of once per chunk (10 s chunks every 2.5 s convolved each sample four times).
+
+        That convolution is linear, and the per-chunk waveform normalisation before it is an
+        affine map ``a * x + b``, so a chunk's output is ``a * conv(x) + b * sum(filter)``; the
+        |.| and max-pooling by 3 that follow take, per window, the larger of that map at the
+        window's max and min of ``conv(x)``, so each chunk's stretch of the shared output is
+        pooled both ways and the map applied to the pooled third only. Chunks that run past their
+        end (zero-padded) go the per-chunk way. The LSTM after SincNet, two thirds of the cost,
+        runs per chunk either way.
+
+        Args:
+            audio: float32 samples (several signals may be concatenated, with ``ends``).
+            offsets: chunk starts.
+            ends: per chunk, where its signal ends (default: the end of ``audio``).
+        """
+        import torch.nn.functional as F
+
+        torch = self.torch
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        offsets = np.asarray(offsets, dtype=np.int64).reshape(-1)
+        ends = np.full(len(offsets), len(audio), np.int64) if ends is None else ends
+        ends = np.minimum(np.asarray(ends, dtype=np.int64), len(audio))
+        size, stride = self.chunk_samples, self.network.stride
+        out = np.zeros((len(offsets), self.frames_per_chunk, len(self.mapping)), np.float32)
+        whole = offsets + size <= ends
+        padded = np.flatnonzero(~whole)
+        if len(padded):
+            out[padded] = self.log_probs(cut_chunks(audio, offsets[padded], size, ends[padded]))
+        sinc = self.network.sincnet
+        norm = sinc.wav_norm1d
+        first_frames = (size - _SINC_KERNEL) // stride + 1
+        with torch.inference_mode():
+            filters = sinc.conv1d[0].filterbank.filters().to(self.device)
+            dc = filters.sum(dim=(1, 2))
+            for batch in _shared_spans(
+                offsets, np.flatnonzero(whole), stride, size, self.batch_size
+            ):
+                lo = int(offsets[batch[0]])
+                span = torch.from_numpy(audio[lo : int(offsets[batch[-1]]) + size]).to(self.device)
+                first = F.conv1d(span[None, None], filters, stride=stride)[0]
+                rel = (offsets[batch] - lo).tolist()
+                pieces = torch.stack([span[r : r + size] for r in rel])
+                var, mean = torch.var_mean(pieces, dim=1, unbiased=False)
+                scale = 1.0 / torch.sqrt(var + norm.eps)
+                shift = -mean * scale
+                if norm.weight is not None:
+                    scale, shift = scale * norm.weight, shift * norm.weight + norm.bias
+                # SincNet's next step is |.| then max-pooling by 3; the most of |a*g + b| over
+                # a window is at the window's max or min of g, so each chunk's stretch of the
+                # shared output is pooled both ways (a third of its size) before its own map.
+                width = first_frames // 3
+                highs = first.new_empty((len(rel), first.shape[0], width))
+                lows = torch.empty_like(highs)
+                for row, r in enumerate(rel):
+                    view = first[None, :, r // stride : r // stride + 3 * width]
+                    highs[row] = F.max_pool1d(view, 3, 3)[0]
+                    lows[row] = F.max_pool1d(-view, 3, 3)[0]  # minus the window's min
+                bias = (shift[:, None] * dc[None, :])[:, :, None]
+                highs.mul_(scale[:, None, None]).add_(bias).abs_()
+                lows.mul_(-scale[:, None, None]).add_(bias).abs_()
+                torch.maximum(highs, lows, out=highs)
+                features = sinc.after_first_pool(highs)
+                scores = self.network.head(features)
+                out[batch] = scores.float().cpu().numpy()
+        return out
+
+    def activity_at(
+        self, audio: np.ndarray, offsets: np.ndarray, ends: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Hard local speaker activity of the chunks at ``offsets`` (:meth:`log_probs_at`)."""
+        return powerset_to_multilabel(self.log_probs_at(audio, offsets, ends), self.mapping)
+
+
+def _shared_spans(
+    offsets: np.ndarray, rows: np.ndarray, stride: int, size: int, batch_size: int
+) -> list[np.ndarray]:
+    """Batches of chunk ``rows`` that share one first convolution: the same phase on its stride,
+    at most ``batch_size`` chunks, no gap of more than a chunk between neighbours (the stretch
+    convolved stays within ``batch_size`` chunks' length)."""
+    order = rows[np.lexsort((offsets[rows], offsets[rows] % stride))]
+    batches: list[list[int]] = []
+    for row in order.tolist():
+        last = batches[-1] if batches else None
+        if (
+            last is None
+            or len(last) >= batch_size
+            or (offsets[row] - offsets[last[-1]]) % stride
+            or offsets[row] - offsets[last[-1]] > size
+        ):
+            batches.append([row])
+        else:
+            last.append(row)
+    return [np.array(b, dtype=np.int64) for b in batches]
+
 
 def load_segmentation(config: SegmentationConfig | None = None) -> SegmentationModel:
     """The segmentation model a config names (load once per actor)."""
@@ -435,12 +543,18 @@ def chunk_starts(num_samples: int, chunk_samples: int, step_samples: int) -> np.
     return starts
 
 
-def cut_chunks(audio: np.ndarray, starts: np.ndarray, chunk_samples: int) -> np.ndarray:
-    """``(len(starts), chunk_samples)`` chunks of ``audio`` (zero-padded past its end)."""
+def cut_chunks(
+    audio: np.ndarray, starts: np.ndarray, chunk_samples: int, ends: np.ndarray | None = None
+) -> np.ndarray:
+    """``(len(starts), chunk_samples)`` chunks of ``audio`` (zero-padded past its end, or past
+    each chunk's ``ends`` where given: concatenated signals)."""
     audio = np.asarray(audio, dtype=np.float32)
     out = np.zeros((len(starts), chunk_samples), dtype=np.float32)
     for row, start in enumerate(starts):
-        piece = audio[int(start) : int(start) + chunk_samples]
+        stop = int(start) + chunk_samples
+        if ends is not None:
+            stop = min(stop, int(ends[row]))
+        piece = audio[int(start) : stop]
         out[row, : len(piece)] = piece
     return out
 

@@ -42,7 +42,7 @@ def cache_model_outputs(audio_dir: Path, cache: Path) -> dict[str, Path]:
     from audio_ops.embedding import make_encoder
     from audio_ops.io import ANALYSIS_RATE, load_audio
     from audio_ops.neural_diarization import SegmentationDiarizationConfig, analyse_chunks
-    from audio_ops.segmentation import chunk_starts, cut_chunks, load_segmentation
+    from audio_ops.segmentation import chunk_starts, load_segmentation
 
     cache.mkdir(parents=True, exist_ok=True)
     paths = {p.stem: cache / f"{p.stem}.npz" for p in sorted(audio_dir.iterdir()) if p.is_file()}
@@ -56,9 +56,8 @@ def cache_model_outputs(audio_dir: Path, cache: Path) -> dict[str, Path]:
             audio = load_audio(str(files[stem]), ANALYSIS_RATE)[0]
             step = int(round(config.step * ANALYSIS_RATE))
             starts = chunk_starts(len(audio), model.chunk_samples, step)
-            chunks = cut_chunks(audio, starts, model.chunk_samples)
-            every = np.ones(len(chunks), bool)
-            activity, embeddings = analyse_chunks(chunks, every, model, encoder, config)
+            every = np.ones(len(starts), bool)
+            activity, embeddings = analyse_chunks(audio, starts, every, model, encoder, config)
             np.savez(
                 paths[stem],
                 seconds=starts / ANALYSIS_RATE,

@@ -118,7 +118,6 @@ def oracle_ceiling(root: Path, out: Path) -> None:
     )
     from audio_ops.segmentation import (
         chunk_starts,
-        cut_chunks,
         frame_offsets,
         load_segmentation,
         speaker_count,
@@ -134,7 +133,7 @@ def oracle_ceiling(root: Path, out: Path) -> None:
         stem = path.name.split(".")[0]
         audio = load_audio(str(path), 16000)[0]
         starts = chunk_starts(len(audio), model.chunk_samples, int(config.step * 16000))
-        activity = model.activity(cut_chunks(audio, starts, model.chunk_samples))
+        activity = model.activity_at(audio, starts)
         chunks, frames, local = activity.shape
         names = sorted({t.speaker for t in reference[stem]})
         hard = np.full((chunks, local), -2)

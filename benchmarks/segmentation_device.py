@@ -11,7 +11,10 @@ against the same files' CPU run (``voxflow eval diarization``).
 
 Audio: 16 kHz mono FLAC/WAV (read with soundfile), or ``.npy`` arrays of int16 or float32
 samples (for machines without soundfile). ``--repeat`` passes over the files again after the
-first (warm-up) pass; only the later passes are timed.
+first (warm-up) pass; only the later passes are timed. ``--compare-first-conv`` also times the
+segmentation model the old way (SincNet's first convolution run on every chunk cut out) against
+the pipeline's (run once over the stretch the chunks cover), in the same passes, and counts the
+chunk frames whose decoded activity differs.
 """
 
 from __future__ import annotations
@@ -71,6 +74,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="timed passes after the warm-up")
     parser.add_argument("--rttm", type=Path, default=None, help="write one RTTM per file here")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument(
+        "--compare-first-conv",
+        action="store_true",
+        help="also time the segmentation with SincNet's first convolution run per chunk (as "
+        "before it was shared across chunks), interleaved with the shared way in each pass, "
+        "and count the frames where their decoded activity differs",
+    )
     args = parser.parse_args()
 
     import dataclasses
@@ -92,7 +102,15 @@ def main() -> None:
     model = load_segmentation(config.segmentation_config())
     encoder = make_encoder(config.embedding_config())
     load_s = time.perf_counter() - t
-    activity = model.activity = Timed(model.activity)
+    from audio_ops.segmentation import cut_chunks
+
+    shared = Timed(model.activity_at)
+    per_chunk = Timed(
+        lambda audio, offsets, ends=None: model.activity(
+            cut_chunks(audio, offsets, model.chunk_samples, ends)
+        )
+    )
+    activity = model.activity_at = shared
     embed = encoder.embed_masked = Timed(encoder.embed_masked)
 
     files = {p.name.split(".")[0]: read_audio(p) for p in sorted(args.audio)}
@@ -106,6 +124,24 @@ def main() -> None:
         for audio in files.values():
             diarize_audio_segmentation(audio, model, encoder, config)
     wall = time.perf_counter() - t
+    comparison = None
+    if args.compare_first_conv:
+        from audio_ops.segmentation import chunk_starts
+
+        shared.seconds = 0.0
+        differing = frames = 0
+        for _ in range(args.repeat):
+            for audio in files.values():
+                starts = chunk_starts(len(audio), model.chunk_samples, int(config.step * 16000))
+                a, b = shared(audio, starts), per_chunk(audio, starts)
+                differing += int((a != b).any(axis=2).sum())
+                frames += a.shape[0] * a.shape[1]
+        comparison = {
+            "segmentation_shared_first_conv": shared.seconds / (seconds * args.repeat / 3600),
+            "segmentation_per_chunk_first_conv": per_chunk.seconds / (seconds * args.repeat / 3600),
+            "chunk_frames_differing": differing,
+            "chunk_frames": frames,
+        }
     hours = seconds * args.repeat / 3600
     per_hour = {
         "segmentation": activity.seconds / hours,
@@ -131,6 +167,10 @@ def main() -> None:
         "real_time_factor": round(3600 / per_hour["total"], 1),
         "embedding_runtime": "onnxruntime" if getattr(encoder, "session", None) else "torch",
     }
+    if comparison:
+        figures["first_conv"] = {
+            k: round(v, 2) if isinstance(v, float) else v for k, v in comparison.items()
+        }
     print(json.dumps(figures, indent=2))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

@@ -74,6 +74,27 @@ def test_bundled_model_equals_pyannote_audio_on_real_speech(model):
     assert (ours.argmax(-1) == reference["log_probs"].argmax(-1)).all()
 
 
+def test_shared_first_convolution_gives_the_per_chunk_outputs(model):
+    # The pipeline's way (SincNet's first convolution run once over the stretch its chunks
+    # cover) against the network run on each chunk cut out, on real speech: chunks on the
+    # step's grid, one off the convolution's stride, one flush with a file end that is off
+    # the grid, one past the end (zero-padded), and two signals end to end.
+    audio = _audio("pyannote_sample")[:-1234]
+    starts = np.concatenate([chunk_starts(len(audio), 160000, 40000), [3, 80007, 300000]])
+    shared = model.log_probs_at(audio, starts)
+    per_chunk = model.log_probs(cut_chunks(audio, starts, 160000))
+    assert np.abs(shared - per_chunk).max() < 1e-3
+    assert (shared.argmax(-1) == per_chunk.argmax(-1)).all()
+    joined = np.concatenate([audio[:200000], audio[100000:]])
+    offsets, ends = np.array([0, 40000, 200000, 240007]), np.array([200000] * 2 + [len(joined)] * 2)
+    shared = model.activity_at(joined, offsets, ends)
+    assert (shared == model.activity(cut_chunks(joined, offsets, 160000, ends))).all()
+    assert shared.sum() > 0
+    # A chunk never hears the next signal: its own one ends 2 s in, and the rest is silence.
+    cut = model.activity_at(joined, [168000], [200000])
+    assert (cut == model.activity(cut_chunks(audio[168000:200000], [0], 160000))).all()
+
+
 def test_model_geometry(model):
     assert model.frames_per_chunk == num_frames(160000) == 589
     assert frame_geometry(10) == pytest.approx((0.016875, 0.0619375))
