@@ -22,6 +22,10 @@ HERE = Path(__file__).resolve().parent
 #: pyannote's sample conversation (2 speakers, overlap) and two AMI meeting excerpts whose
 #: participant MEE067 recurs (3 and 2 speakers).
 FILES = ("pyannote_sample", "pyannote_debug_trn00", "pyannote_debug_trn03")
+#: For the tests only (``tests/data/real``, not the demo): an AMI excerpt whose third
+#: participant says 0.6 s alone.
+TEST_FILES = ("pyannote_debug_trn04",)
+TESTS = HERE.parents[1] / "tests" / "data" / "real"
 SPEAKERS = ("libri_1688", "libri_2414", "libri_533")
 UTTERANCES = 3  # per speaker: the first three (the generator's dev split)
 NOISES = ("cmgan_vbd_p232_003", "cmgan_vbd_p232_005")
@@ -34,11 +38,14 @@ def main() -> None:
     diar = Path(args.realdata) / "diar"
     (HERE / "rttm").mkdir(exist_ok=True)
     (HERE / "audio").mkdir(exist_ok=True)
-    for name in FILES:
+    (TESTS / "audio").mkdir(parents=True, exist_ok=True)
+    (TESTS / "rttm").mkdir(exist_ok=True)
+    for name in FILES + TEST_FILES:
+        root = TESTS if name in TEST_FILES else HERE
         audio, rate = sf.read(diar / "audio" / f"{name}.wav", dtype="float32")
-        sf.write(HERE / "audio" / f"{name}.flac", audio, rate, subtype="PCM_16")
-        shutil.copy(diar / "rttm" / f"{name}.rttm", HERE / "rttm" / f"{name}.rttm")
-        (HERE / "rttm" / f"{name}.rttm").chmod(0o644)
+        sf.write(root / "audio" / f"{name}.flac", audio, rate, subtype="PCM_16")
+        shutil.copy(diar / "rttm" / f"{name}.rttm", root / "rttm" / f"{name}.rttm")
+        (root / "rttm" / f"{name}.rttm").chmod(0o644)
     voices = HERE / "voices"
     with open(Path(args.realdata) / "speakers" / "speakers.csv", newline="") as f:
         rows = list(csv.DictReader(f))

@@ -39,6 +39,7 @@ from audio_ops.segmentation import (
 
 REAL = REPO / "examples" / "real"
 REFERENCE = REPO / "tests" / "data" / "pyannote_reference.npz"
+TEST_ONLY = REPO / "tests" / "data" / "real"  # recordings the demo does not use
 
 
 @pytest.fixture(scope="module")
@@ -53,16 +54,20 @@ def encoder():
     return make_encoder(SegmentationDiarizationConfig().embedding_config())
 
 
+def _root(name: str):
+    return TEST_ONLY if (TEST_ONLY / "rttm" / f"{name}.rttm").exists() else REAL
+
+
 def _audio(name: str) -> np.ndarray:
     from audio_ops.io import load_audio
 
-    return load_audio(str(REAL / "audio" / f"{name}.flac"), 16000)[0]
+    return load_audio(str(_root(name) / "audio" / f"{name}.flac"), 16000)[0]
 
 
 def _reference(name: str):
     from pipelines.reports.evaluate import read_rttm
 
-    return read_rttm(REAL / "rttm" / f"{name}.rttm")
+    return read_rttm(_root(name) / "rttm" / f"{name}.rttm")
 
 
 def test_bundled_model_equals_pyannote_audio_on_real_speech(model):
@@ -264,6 +269,44 @@ def test_small_clusters_join_their_nearest_in_long_files_but_short_files_keep_th
     assert len(centroids) == 2 and set(hard[13:, 0].tolist()) != set(hard[:13, 0].tolist())
 
 
+def test_a_short_speaker_unlike_everyone_found_is_a_speaker_of_its_own():
+    # Five chunks of one person (3 s each); in the third, someone else says 0.5 s: too little
+    # to shape the clustering (min_train_seconds 1 s), but in a voice unlike the first one.
+    step = 0.0169
+    activity = np.zeros((5, 589, 3), np.uint8)
+    activity[:, :180, 0] = 1
+    activity[2, 300:330, 1] = 1  # 0.51 s
+    voice, other = np.eye(4)[0], np.eye(4)[1]
+    embeddings = np.full((5, 3, 4), np.nan, np.float32)
+    embeddings[:, 0] = voice
+    embeddings[2, 1] = other
+    config = SegmentationDiarizationConfig()
+    hard, centroids = cluster_local_speakers(activity, embeddings, step, config)
+    assert len(centroids) == 2 and hard[2, 1] != hard[2, 0] and hard[2, 1] >= 0
+    assert set(hard[:, 0].tolist()) == {hard[0, 0]}
+    # Not when the voice is near the first one (cosine 0.8: one person, or a mixed chunk), nor
+    # when the stretch is shorter than min_outlier_seconds, nor when the rule is off or the
+    # count is given.
+    near = embeddings.copy()
+    near[2, 1] = 0.8 * voice + 0.6 * other
+    assert len(cluster_local_speakers(activity, near, step, config)[1]) == 1
+    assert (
+        len(
+            cluster_local_speakers(
+                activity, embeddings, step, config, ClusteringConfig(num_speakers=1)
+            )[1]
+        )
+        == 1
+    )
+    off = dataclasses.replace(config, outlier_threshold=None)
+    assert len(cluster_local_speakers(activity, embeddings, step, off)[1]) == 1
+    brief = activity.copy()
+    brief[2, 315:330, 1] = 0  # 0.25 s
+    assert len(cluster_local_speakers(brief, embeddings, step, config)[1]) == 1
+    with pytest.raises(ValueError, match="outlier_threshold"):
+        SegmentationDiarizationConfig(outlier_threshold=2.5)
+
+
 def test_unembedded_chunks_follow_the_speakers_they_overlap():
     frames = 8
     activity = np.zeros((3, frames, 3), np.uint8)
@@ -349,3 +392,18 @@ def test_real_meeting_excerpts(model, encoder):
     main = trn03["centroids"][int(np.argmax(trn03["speech_seconds"]))]
     sims = results["pyannote_debug_trn00"]["centroids"] @ main
     assert sims.max() > 0.5
+
+
+def test_real_participant_who_says_half_a_second_is_counted(model, encoder):
+    """AMI trn04: MEO074 says 0.6 s alone (21.2-21.8 s) in a voice unlike the others; found as a
+    third speaker (with the outlier rule off, the file has two)."""
+    audio = _audio("pyannote_debug_trn04")
+    config = SegmentationDiarizationConfig()
+    out = diarize_audio_segmentation(audio, model, encoder, config)
+    der, speakers, _ = _score("pyannote_debug_trn04", out)
+    assert speakers == 3 and der < 0.3, (speakers, der)
+    short = int(np.argmin(out["speech_seconds"]))
+    turns = [t for t in out["turns"] if t.speaker == short]
+    assert turns and all(21.0 < t.start and t.end < 21.9 for t in turns), turns
+    off = dataclasses.replace(config, outlier_threshold=None)
+    assert len(diarize_audio_segmentation(audio, model, encoder, off)["centroids"]) == 2
