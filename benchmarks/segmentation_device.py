@@ -124,6 +124,13 @@ def main() -> None:
         for audio in files.values():
             diarize_audio_segmentation(audio, model, encoder, config)
     wall = time.perf_counter() - t
+    hours = seconds * args.repeat / 3600
+    per_hour = {
+        "segmentation": activity.seconds / hours,
+        "embeddings": embed.seconds / hours,
+        "clustering_and_rest": (wall - activity.seconds - embed.seconds) / hours,
+        "total": wall / hours,
+    }
     comparison = None
     if args.compare_first_conv:
         from audio_ops.segmentation import chunk_starts
@@ -137,18 +144,11 @@ def main() -> None:
                 differing += int((a != b).any(axis=2).sum())
                 frames += a.shape[0] * a.shape[1]
         comparison = {
-            "segmentation_shared_first_conv": shared.seconds / (seconds * args.repeat / 3600),
-            "segmentation_per_chunk_first_conv": per_chunk.seconds / (seconds * args.repeat / 3600),
+            "segmentation_shared_first_conv": shared.seconds / hours,
+            "segmentation_per_chunk_first_conv": per_chunk.seconds / hours,
             "chunk_frames_differing": differing,
             "chunk_frames": frames,
         }
-    hours = seconds * args.repeat / 3600
-    per_hour = {
-        "segmentation": activity.seconds / hours,
-        "embeddings": embed.seconds / hours,
-        "clustering_and_rest": (wall - activity.seconds - embed.seconds) / hours,
-        "total": wall / hours,
-    }
     figures = {
         "device": model.device,
         "gpu": torch.cuda.get_device_name() if model.device == "cuda" else None,
