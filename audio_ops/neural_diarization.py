@@ -292,6 +292,13 @@ def _constrained_assign(scores: np.ndarray, active: np.ndarray) -> np.ndarray:
     return hard
 
 
+def _small_cluster_floor(config: SegmentationDiarizationConfig, n: int) -> int:
+    """Fewest embeddings a cluster of ``n`` needs to stand: small clusters are spurious in long
+    files (a cough, a turn boundary), real in short ones (pyannote's rule: a tenth of the
+    embeddings at most)."""
+    return min(config.min_cluster_size, max(1, n // 10))
+
+
 def _agglomerate(x: np.ndarray, config: SegmentationDiarizationConfig, bounds: ClusteringConfig):
     """Cluster labels of unit embeddings ``x``: average linkage on cosine distance, stopped at
     ``threshold`` (or cut at the count the bounds force), small clusters merged away."""
@@ -308,9 +315,7 @@ def _agglomerate(x: np.ndarray, config: SegmentationDiarizationConfig, bounds: C
     if lo == hi:
         return fcluster(tree, lo, criterion="maxclust") - 1
     labels = fcluster(tree, config.threshold, criterion="distance") - 1
-    # Small clusters are spurious in long files (a cough, a turn boundary), real in short ones
-    # (pyannote's rule: a tenth of the embeddings at most).
-    floor = min(config.min_cluster_size, max(1, n // 10))
+    floor = _small_cluster_floor(config, n)
     ids, counts = np.unique(labels, return_counts=True)
     large = ids[counts >= floor]
     if 0 < len(large) < len(ids):
@@ -410,7 +415,7 @@ def cluster_local_speakers(
             clean,
             centroids,
             config,
-            floor=min(config.min_cluster_size, max(1, len(x) // 10)),
+            floor=_small_cluster_floor(config, len(x)),
             room=bounds.max_speakers - len(centroids),
         )
     scores = np.einsum("csd,kd->csk", np.nan_to_num(embeddings.astype(np.float64)), centroids)
