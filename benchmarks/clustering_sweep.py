@@ -1,19 +1,21 @@
 """The segmentation method's clustering and linking, swept on cached model outputs.
 
-The model stage (segmentation-3.0 and CAM++ on every chunk) runs once per file and is cached as
-``.npz``; every configuration after that costs only the per-file clustering, the reconstruction
-and the global linking (about a second per set), scored as ``voxflow eval diarization`` scores
-(DER with a 0.25 s collar, overlap scored; exact counts; cross-file pair F1). With the default
-configuration it gives the figures of ``diarize_real.py`` to the digit, on the same sets:
+The model stage (segmentation-3.0, and CAM++ on the chunks the pipeline embeds, with the split
+of local speakers whose halves are two voices) runs once per file and model-stage setting
+(``embed_every``, ``split_threshold``, ``min_split_seconds``) and is cached as ``.npz``; every
+other setting costs only the per-file clustering, the reconstruction and the global linking (about
+a second per set), scored as ``voxflow eval diarization`` scores (DER with a 0.25 s collar,
+overlap scored; exact counts; cross-file pair F1). With the default configuration it gives the
+figures of ``diarize_real.py`` to the digit, on the same sets:
 
     python benchmarks/clustering_sweep.py --sets ami dev \\
         --grid threshold=0.35,0.4,0.45 min_train_seconds=0.5,1.0 embed_every=1,2
 
 Keys of ``--grid``: any field of ``SegmentationDiarizationConfig`` (``threshold``,
 ``min_train_seconds``, ``min_cluster_size``, ``min_duration_off``...), plus ``embed_every`` and
-``link_threshold``. Chunks are cut over the whole file (the pipeline cuts them per 60 s block, on
-the same grid); the step and the embedding model are the defaults', since the cache holds their
-outputs.
+``link_threshold`` (``split_threshold=none`` turns the split off). Chunks are cut over the
+whole file (the pipeline cuts them per 60 s block, on the same grid); the step and the embedding
+model are the defaults'.
 """
 
 from __future__ import annotations
@@ -33,22 +35,38 @@ from benchmarks.common import machine, save  # noqa: E402
 from benchmarks.diarize_real import REALDATA, real_sets  # noqa: E402
 
 SWEEP_KEYS = ("embed_every", "link_threshold")
+#: Settings of the model stage: each combination has a cache of its own.
+MODEL_KEYS = ("embed_every", "split_threshold", "min_split_seconds")
 
 
-def cache_model_outputs(audio_dir: Path, cache: Path) -> dict[str, Path]:
-    """Segmentation activity and CAM++ embeddings of every chunk of every file, one ``.npz``
+def model_options(options: dict) -> dict:
+    """The model-stage part of ``options``, defaults filled in."""
+    from audio_ops.neural_diarization import SegmentationDiarizationConfig
+
+    default = SegmentationDiarizationConfig()
+    return {key: options.get(key, getattr(default, key)) for key in MODEL_KEYS}
+
+
+def cache_model_outputs(audio_dir: Path, cache: Path, stage: dict) -> dict[str, Path]:
+    """Segmentation activity and CAM++ embeddings of the chunks of every file, as the pipeline
+    makes them with the model-stage settings ``stage`` (:func:`model_options`), one ``.npz``
     each (made once)."""
 
     from audio_ops.embedding import make_encoder
     from audio_ops.io import ANALYSIS_RATE, load_audio
-    from audio_ops.neural_diarization import SegmentationDiarizationConfig, analyse_chunks
+    from audio_ops.neural_diarization import (
+        SegmentationDiarizationConfig,
+        analyse_chunks,
+        embed_mask_for,
+    )
     from audio_ops.segmentation import chunk_starts, load_segmentation
 
+    cache = cache / "_".join(f"{k}={v}" for k, v in stage.items())
     cache.mkdir(parents=True, exist_ok=True)
     paths = {p.stem: cache / f"{p.stem}.npz" for p in sorted(audio_dir.iterdir()) if p.is_file()}
     todo = [stem for stem, target in paths.items() if not target.exists()]
     if todo:
-        config = SegmentationDiarizationConfig()
+        config = dataclasses.replace(SegmentationDiarizationConfig(), **stage)
         model = load_segmentation(config.segmentation_config())
         encoder = make_encoder(config.embedding_config())
         files = {p.stem: p for p in audio_dir.iterdir()}
@@ -56,11 +74,12 @@ def cache_model_outputs(audio_dir: Path, cache: Path) -> dict[str, Path]:
             audio = load_audio(str(files[stem]), ANALYSIS_RATE)[0]
             step = int(round(config.step * ANALYSIS_RATE))
             starts = chunk_starts(len(audio), model.chunk_samples, step)
-            every = np.ones(len(starts), bool)
+            seconds = starts / ANALYSIS_RATE
+            every = embed_mask_for(seconds, config.step, config.embed_every, is_last=True)
             activity, embeddings = analyse_chunks(audio, starts, every, model, encoder, config)
             np.savez(
                 paths[stem],
-                seconds=starts / ANALYSIS_RATE,
+                seconds=seconds,
                 activity=activity,
                 embeddings=embeddings,
                 duration=len(audio) / ANALYSIS_RATE,
@@ -75,25 +94,18 @@ def score(cached: dict[str, Path], rttm_dir: Path, options: dict) -> dict:
     """Diarize every cached file with ``options``, link across files, score."""
     from audio_ops.clustering import ClusteringConfig
     from audio_ops.linking import LinkingConfig, link_speakers
-    from audio_ops.neural_diarization import (
-        SegmentationDiarizationConfig,
-        diarize_segments,
-        embed_mask_for,
-    )
+    from audio_ops.neural_diarization import SegmentationDiarizationConfig, diarize_segments
     from pipelines.reports.evaluate import RttmTurn, evaluate, read_rttm_dir
 
-    every = int(options.get("embed_every", 2))
     fields = {k: v for k, v in options.items() if k not in SWEEP_KEYS}
     config = dataclasses.replace(SegmentationDiarizationConfig(), **fields)
     hypothesis, speakers = {}, []
     for index, (stem, path) in enumerate(sorted(cached.items())):
         d = np.load(path)
-        embeddings = d["embeddings"].copy()
-        embeddings[~embed_mask_for(d["seconds"], config.step, every, is_last=True)] = np.nan
         result = diarize_segments(
             d["seconds"],
             d["activity"],
-            embeddings,
+            d["embeddings"],
             float(d["duration"]),
             float(d["frame_step"]),
             float(d["frame_duration"]),
@@ -128,11 +140,17 @@ def score(cached: dict[str, Path], rttm_dir: Path, options: dict) -> dict:
     }
 
 
+def number(text: str) -> float | int | None:
+    if text.lower() in ("none", "null"):
+        return None
+    return float(text) if "." in text else int(text)
+
+
 def parse_grid(items: list[str]) -> list[dict]:
     axes = []
     for item in items:
         key, _, values = item.partition("=")
-        axes.append([(key, float(v) if "." in v else int(v)) for v in values.split(",")])
+        axes.append([(key, number(v)) for v in values.split(",")])
     return [dict(choice) for choice in itertools.product(*axes)] or [{}]
 
 
@@ -148,15 +166,13 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/diarize_real"))
     args = ap.parse_args()
     sets = real_sets(args.work, args.realdata, args.sets)
-    cached = {
-        name: cache_model_outputs(sets[name] / "audio", args.work / "model_cache" / name)
-        for name in args.sets
-    }
     rows = []
     for options in parse_grid(args.grid):
         label = " ".join(f"{k}={v}" for k, v in options.items()) or "default"
         for name in args.sets:
-            result = score(cached[name], sets[name] / "rttm", options)
+            cache = args.work / "model_cache" / name
+            cached = cache_model_outputs(sets[name] / "audio", cache, model_options(options))
+            result = score(cached, sets[name] / "rttm", options)
             rows.append({"set": name, "options": options, **result})
             print(
                 f"{name:5s} {label:50s} DER {pct(result['der'])} DER0 {pct(result['der_collar0'])}"

@@ -14,12 +14,15 @@ from audio_ops.clustering import ClusteringConfig
 from audio_ops.models import ModelError, sha256_of
 from audio_ops.neural_diarization import (
     SegmentationDiarizationConfig,
+    analyse_chunks,
     binary_to_turns,
     block_chunk_starts,
     cluster_local_speakers,
     diarize_audio_segmentation,
+    diarize_segments,
     embed_mask_for,
     reconstruct,
+    rejoin_halves,
     stitch_unembedded,
 )
 from audio_ops.segmentation import (
@@ -392,6 +395,86 @@ def test_real_meeting_excerpts(model, encoder):
     main = trn03["centroids"][int(np.argmax(trn03["speech_seconds"]))]
     sims = results["pyannote_debug_trn00"]["centroids"] @ main
     assert sims.max() > 0.5
+
+
+class _OneLabel:
+    """The bundled model with all its local speakers under one label: what segmentation-3.0
+    does in real meetings when one voice takes over from another."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def activity_at(self, audio, offsets, ends=None):
+        activity = self.model.activity_at(audio, offsets, ends)
+        one = np.zeros_like(activity)
+        one[..., 0] = activity.max(axis=-1)
+        return one
+
+
+def test_one_local_label_holding_two_real_voices_is_split(model, encoder):
+    """AMI: MEE068 alone for 4.4 s (trn00), half a second of silence, MEO069 for 5.1 s (trn03),
+    under one local label (segmentation-3.0 itself hears one voice go on here). Its two halves,
+    cut in the middle (there is no pause in the activity), embed as two voices: the label is
+    split and the file has two speakers. The same voice on both sides is left whole."""
+    trn00, trn03 = _audio("pyannote_debug_trn00"), _audio("pyannote_debug_trn03")
+    pause = np.zeros(8000, np.float32)
+    two = np.concatenate([trn00[177600:248000], pause, trn03[32000:113600]])
+    one = np.concatenate([trn03[32000:102400], pause, trn03[160000:241600]])
+    assert len(two) == len(one) == 160000
+    config = SegmentationDiarizationConfig()
+    stub = _OneLabel(model)
+    start, embed = np.array([0]), np.array([True])
+    activity, embeddings = analyse_chunks(two, start, embed, stub, encoder, config)
+    assert activity.shape[2] == 6 and embeddings.shape[1] == 6
+    centres = model.frame_duration / 2 + model.frame_step * np.arange(activity.shape[1])
+    first, second = centres[activity[0, :, 0] > 0], centres[activity[0, :, 3] > 0]
+    assert len(first) and len(second)
+    assert 3.9 < first.max() < 5.6 and 4.0 < second.min() < 5.7, (first.max(), second.min())
+    assert not np.isnan(embeddings[0, [0, 3]]).any() and embeddings[0, 0] @ embeddings[0, 3] < 0.5
+    geometry = (model.frame_step, model.frame_duration)
+    result = diarize_segments(start, activity, embeddings, 10.0, *geometry, config)
+    assert len(result["centroids"]) == 2
+    assert {t.speaker for t in result["turns"] if t.start < 1.0} == {0}
+    assert {t.speaker for t in result["turns"] if t.end > 9.0} == {1}
+    # The same voice on both sides of the pause stays one local speaker.
+    activity, embeddings = analyse_chunks(one, start, embed, stub, encoder, config)
+    assert activity[0, :, 3:].sum() == 0 and activity[0, :, 0].sum() > 0
+    assert np.isnan(embeddings[0, 3:]).all() and not np.isnan(embeddings[0, 0]).any()
+    # Off: one label, one speaker.
+    off = dataclasses.replace(config, split_threshold=None)
+    activity, embeddings = analyse_chunks(two, start, embed, stub, encoder, off)
+    assert activity.shape[2] == 3
+    assert (
+        len(diarize_segments(start, activity, embeddings, 10.0, *geometry, off)["centroids"]) == 1
+    )
+    with pytest.raises(ValueError, match="split_threshold"):
+        SegmentationDiarizationConfig(split_threshold=1.5)
+
+
+def test_halves_of_one_voice_are_rejoined_once_the_speakers_are_known():
+    """Two short halves of one voice can embed less alike than the split threshold: once the
+    file's speakers are known, halves nearest the same one are one local speaker again (else
+    the per-chunk constraint would give one half to someone else); halves nearest two speakers
+    stay apart."""
+    eye = np.eye(4)
+    activity = np.zeros((2, 10, 6), np.uint8)
+    embeddings = np.full((2, 6, 4), np.nan, np.float32)
+    for c in range(2):
+        activity[c, :4, 0] = activity[c, 6:, 3] = 1  # local speaker 0, split at frame 5
+        activity[c, :, 1] = 1  # someone else all along
+        embeddings[c, 1] = eye[2]
+    embeddings[0, 0], embeddings[0, 3] = eye[0], (0.6 * eye[0] + 0.8 * eye[3])  # one voice
+    embeddings[1, 0], embeddings[1, 3] = eye[0], eye[1]  # two voices
+    centroids = eye[:3]
+    joined, vectors, count = rejoin_halves(activity, embeddings, centroids)
+    assert count == 1
+    assert joined[0, :, 0].tolist() == [1] * 4 + [0, 0] + [1] * 4 and joined[0, :, 3].sum() == 0
+    assert np.isnan(vectors[0, 3]).all() and vectors[0, 0] @ eye[0] > 0.85
+    assert (joined[1] == activity[1]).all() and np.allclose(vectors[1, 3], eye[1])
+    assert joined[:, :, 1].sum() == activity[:, :, 1].sum()
 
 
 def test_real_participant_who_says_half_a_second_is_counted(model, encoder):
