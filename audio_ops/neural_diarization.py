@@ -158,6 +158,12 @@ class SegmentationDiarizationConfig:
 # ----------------------------------------------------------------------------------------------
 
 
+def mask_frame_centres(frames) -> np.ndarray:
+    """Centre times (seconds from the chunk's start) of embedding mask frames (10 ms steps,
+    25 ms long) by index."""
+    return 0.0125 + 0.01 * np.asarray(frames, dtype=np.float64)
+
+
 def seg_to_mask_frames(activity: np.ndarray, frame_step: float, frame_duration: float, n: int):
     """Local speaker activity ``(..., frames, s)`` resampled to ``n`` 10 ms embedding frames
     (25 ms long): each embedding frame takes the segmentation frame nearest its centre.
@@ -165,7 +171,7 @@ def seg_to_mask_frames(activity: np.ndarray, frame_step: float, frame_duration: 
     Returns:
         ``(..., s, n)`` bool.
     """
-    centres = 0.0125 + 0.01 * np.arange(n)
+    centres = mask_frame_centres(np.arange(n))
     nearest = np.round((centres - frame_duration / 2) / frame_step).astype(np.int64)
     nearest = np.clip(nearest, 0, activity.shape[-2] - 1)
     return np.swapaxes(activity[..., nearest, :], -1, -2) > 0
@@ -217,7 +223,7 @@ def split_times(masks: np.ndarray, min_half: int, min_total: int) -> np.ndarray:
         # nearest the middle, so both halves have as much speech as can be.
         ties = min_half + np.flatnonzero(gaps == gaps.max())
         i = int(ties[np.argmin(np.abs(ties - len(frames) / 2))])
-        cut[c, s] = 0.0125 + 0.01 * (frames[i - 1] + frames[i]) / 2
+        cut[c, s] = (mask_frame_centres(frames[i - 1]) + mask_frame_centres(frames[i])) / 2
     return cut
 
 
@@ -282,7 +288,7 @@ def analyse_chunks(
         return activity, embeddings
     min_half = max(1, int(round(config.min_split_seconds * 100)))
     cut = split_times(masks, min_half, 2 * min_half + min_frames)
-    centres = 0.0125 + 0.01 * np.arange(n)
+    centres = mask_frame_centres(np.arange(n))
     before = masks & (centres < cut[..., None])
     after = masks & (centres >= cut[..., None])
     # A local speaker that may be cut is embedded in its two halves only, not as a whole too
@@ -297,8 +303,7 @@ def analyse_chunks(
     similarity = np.where(both, np.nan_to_num(first * second).sum(axis=-1), 1.0)
     split = both & (similarity < config.split_threshold)
     frames_a, frames_b = before.sum(axis=-1)[..., None], after.sum(axis=-1)[..., None]
-    mean = frames_a * np.nan_to_num(first) + frames_b * np.nan_to_num(second)
-    mean /= np.maximum(np.linalg.norm(mean, axis=-1, keepdims=True), 1e-12)
+    mean = _normalise(frames_a * np.nan_to_num(first) + frames_b * np.nan_to_num(second))
     whole[both & ~split] = mean[both & ~split]
     whole[split] = first[split]
     lone = ~np.isnan(cut) & ~both  # a half too short to embed (a truncated last chunk)
@@ -549,8 +554,7 @@ def rejoin_halves(
     activity, embeddings = activity.copy(), embeddings.copy()
     for c, j in zip(*np.nonzero(same), strict=True):
         weights = activity[c, :, [j, local + j]].sum(axis=1).astype(np.float64)
-        mean = weights[0] * first[c, j] + weights[1] * second[c, j]
-        embeddings[c, j] = mean / max(float(np.linalg.norm(mean)), 1e-12)
+        embeddings[c, j] = _normalise(weights[0] * first[c, j] + weights[1] * second[c, j])
         embeddings[c, local + j] = np.nan
         activity[c, :, j] = np.maximum(activity[c, :, j], activity[c, :, local + j])
         activity[c, :, local + j] = 0
