@@ -30,7 +30,7 @@ import unicodedata
 import zlib
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -102,9 +102,10 @@ class TranscriptionConfig:
         aligner_revision: hub revision of the aligner.
         snap_words: move Whisper's word edges out of the clip's pauses
             (:func:`audio_ops.alignment.snap_words`): a word starting or ending in a pause, or
-            lying wholly in one, is moved to the speech next to it. Pauses are where the bundled
-            Silero VAD's speech probability stays under 0.5 for 0.1 s or more, or 10 ms frame
-            energies sit near the clip's noise floor for 50 ms or more. Off, the times are
+            lying wholly in one, is moved to the speech next to it. Pauses are where the job's
+            Silero VAD (``vad.model``, the bundled one by default) gives a speech probability
+            under 0.5 for 0.1 s or more, or 10 ms frame energies sit near the clip's noise
+            floor for 50 ms or more. Off, the times are
             Whisper's cross-attention times as they are. Not applied to the CTC aligner's times.
     """
 
@@ -917,10 +918,16 @@ class Transcriber:
 
     Args:
         config: backend, model, decoding and thresholds.
+        vad: the job's speech detection settings: the Silero model that ``snap_words`` and a
+            ``silero`` speech detector load (``vad.model``), and the thresholds that turn its
+            probabilities into ``speech_seconds``; ``None``: the bundled model and defaults.
     """
 
-    def __init__(self, config: TranscriptionConfig | None = None):
+    def __init__(self, config: TranscriptionConfig | None = None, vad: Any = None):
+        from audio_ops.vad import VadConfig
+
         self.config = config or TranscriptionConfig()
+        self.vad = vad or VadConfig()
         if self.config.backend == "faster-whisper":
             self.backend: FasterWhisperBackend | TransformersBackend = FasterWhisperBackend(
                 self.config
@@ -951,12 +958,12 @@ class Transcriber:
                 segment["words"] = words
 
     def _silero(self):
-        """The bundled Silero VAD, loaded once: for ``snap_words`` and, when it is the speech
-        detector, for ``speech_seconds``."""
+        """Silero VAD (the model of ``vad.model``), loaded once: for ``snap_words`` and, when it
+        is the speech detector, for ``speech_seconds``."""
         if self._silero_vad is None:
-            from audio_ops.vad import VadConfig, make_vad
+            from audio_ops.vad import make_vad
 
-            self._silero_vad = make_vad(VadConfig(backend="silero"))
+            self._silero_vad = make_vad(replace(self.vad, backend="silero"))
         return self._silero_vad
 
     def _snap_words(self, clip: np.ndarray, segments: list[dict[str, Any]]) -> np.ndarray | None:
@@ -994,9 +1001,9 @@ class Transcriber:
         """
         if self.config.speech_detector == "none":
             return math.nan
-        from audio_ops.vad import VadConfig, detect_speech, make_vad, probs_to_regions
+        from audio_ops.vad import detect_speech, make_vad, probs_to_regions
 
-        vad_config = VadConfig(backend=self.config.speech_detector)
+        vad_config = replace(self.vad, backend=self.config.speech_detector)
         if len(audio) < 512:
             return 0.0
         if self.config.speech_detector == "silero":
@@ -1080,6 +1087,7 @@ class TranscribeOperator:
     Args:
         config: the transcription config.
         threads: CPU threads of this actor (overrides ``config.cpu_threads``).
+        vad: the job's VAD settings (:class:`Transcriber`).
     """
 
     inputs = ("audio",)
@@ -1089,14 +1097,14 @@ class TranscribeOperator:
     num_gpus = 0.0
     batch_size = 16
 
-    def __init__(self, config: TranscriptionConfig | None = None, threads: int | None = None):
-        from dataclasses import replace
-
+    def __init__(
+        self, config: TranscriptionConfig | None = None, threads: int | None = None, vad: Any = None
+    ):
         config = config or TranscriptionConfig()
         if threads:
             config = replace(config, cpu_threads=threads)
         self.config = config
-        self.transcriber = Transcriber(config)
+        self.transcriber = Transcriber(config, vad)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         audios = [np.frombuffer(bytes(b), dtype=np.float32) for b in batch["audio"]]

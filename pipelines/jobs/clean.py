@@ -242,7 +242,10 @@ def _stage_options(stage: str, config: CleanRunConfig) -> dict[str, Any]:
     if stage == "speaker":
         return {"config": config.speaker, "clip_config": config.clips}
     cls, section = _step_config_class(stage)
-    return {"config": from_dict(cls, getattr(config, section), section)}
+    options = {"config": from_dict(cls, getattr(config, section), section)}
+    if stage == "transcribe":
+        options["vad"] = config.vad  # word snapping and speech seconds use the job's Silero
+    return options
 
 
 # ----------------------------------------------------------------------------------------------
@@ -585,10 +588,10 @@ class TranscribeAt16k:
     inputs = ("audio", "sample_rate")
     outputs = tuple(TRANSCRIPT_COLUMNS)
 
-    def __init__(self, config: Any, threads: int = 1):
+    def __init__(self, config: Any, threads: int = 1, vad: VadConfig | None = None):
         from audio_ops.transcription import TranscribeOperator
 
-        self.inner = TranscribeOperator(config, threads=config.cpu_threads or threads)
+        self.inner = TranscribeOperator(config, threads=config.cpu_threads or threads, vad=vad)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from audio_ops.io import resample

@@ -144,10 +144,10 @@ class TranscribeClipsOperator:
     inputs = ("path", "kind", "start", "end", "speech_seconds")
     outputs = tuple(CLIP_COLUMNS)
 
-    def __init__(self, config: TranscriptionConfig, threads: int = 1):
+    def __init__(self, config: TranscriptionConfig, threads: int = 1, vad: VadConfig | None = None):
         from audio_ops.transcription import TranscribeOperator
 
-        self.whisper = TranscribeOperator(config, threads=config.cpu_threads or threads)
+        self.whisper = TranscribeOperator(config, threads=config.cpu_threads or threads, vad=vad)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from audio_ops.io import ANALYSIS_RATE, load_audio
@@ -233,6 +233,7 @@ class TranscribeJob(FileJob):
         whisper = {
             "config": config.transcription,
             "threads": self.threads_for(TranscribeClipsOperator, "transcribe"),
+            "vad": config.vad,
         }
         return [
             Stage("segment", SpeechClipsOperator, scan),

@@ -241,3 +241,36 @@ def test_pauses_are_found_to_the_frame_and_none_in_noise_near_the_speech_level()
     assert silences(zeros, 16000) == pytest.approx(np.array([[0.0, 0.3], [1.3, 1.7]]), abs=0.011)
     both = np.concatenate([np.array([[0.0, 1.0]]), np.array([[0.5, 2.0], [3.0, 4.0]])])
     assert merge_regions(both) == (pytest.approx(np.array([[0.0, 2.0], [3.0, 4.0]])))
+
+
+def test_word_snapping_uses_the_jobs_silero_model(tmp_path):
+    """``vad.model`` is the Silero the transcriber snaps words with (and measures speech with),
+    not always the bundled one: a local copy of the bundled weights gives the same word times,
+    a path with no model fails naming it, and both jobs that transcribe hand their ``vad`` on."""
+    import shutil
+    from dataclasses import replace
+
+    from audio_ops.models import ModelRef, resolve
+    from audio_ops.vad import VadConfig
+    from pipelines.jobs.clean import CleanRunConfig, _stage_options
+    from pipelines.jobs.transcribe import TranscribeJob, TranscribeRunConfig
+
+    audio, _ = load_audio(str(SAMPLE.parent / "real" / "audio" / "pyannote_sample.flac"), 16000)
+    clip = audio[: 12 * 16000]
+    config = TranscriptionConfig(language="en", word_timestamps=True, device="cpu")
+    copy = tmp_path / "my_silero.onnx"
+    shutil.copy(resolve(ModelRef(VadConfig().model)), copy)
+    bundled = Transcriber(config).transcribe([clip])[0]
+    own = Transcriber(config, VadConfig(model=str(copy))).transcribe([clip])[0]
+    assert segment_words(bundled["segments"]) and own["segments"] == bundled["segments"]
+    assert own["speech_seconds"] == bundled["speech_seconds"]
+
+    missing = VadConfig(model=str(tmp_path / "nowhere.onnx"))
+    with pytest.raises(ModelError, match="nowhere.onnx"):
+        Transcriber(config, missing).transcribe([clip])
+
+    clean = replace(CleanRunConfig(), vad=missing)
+    assert _stage_options("transcribe", clean)["vad"] == missing
+    job = TranscribeJob(str(tmp_path / "out"), replace(TranscribeRunConfig(), vad=missing))
+    (whisper,) = [s for s in job.stages() if s.name == "transcribe"]
+    assert whisper.kwargs["vad"] == missing
