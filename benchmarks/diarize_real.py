@@ -9,7 +9,10 @@ Sets (``--sets``):
 - ``test``: 20 more, ``--split test --seed 2``: other utterances and other noise recordings, never
   tuned on (held out);
 - ``long_dev`` and ``long_test``: meeting-length conversations of 4-5 of those voices (10 minutes
-  each, :data:`SIMULATED`), ``long_test`` from the held-out split.
+  each, :data:`SIMULATED`), ``long_test`` from the held-out split;
+- ``dev2`` and ``test2``: 20 more of each split (seeds 3 and 4: the same utterances and noise
+  recordings as ``dev`` and ``test``, laid out, mixed and overlapped anew). ``test2`` was made
+  and scored once, after the choices it reports on (2026-12-07).
 
 For every set, each voxflow config (``--configs``: ``default``, or ``NAME=FILE``) runs as
 ``voxflow diarize`` and is scored with ``voxflow eval diarization`` (DER with a 0.25 s collar,
@@ -51,12 +54,14 @@ REALDATA = ROOT.parent / "shared" / "realdata"
 #: meeting-length conversations of 4-5 people, 10 minutes each (a file is made as long as the
 #: shortest length when its speakers' utterances are fewer: they are reused, a split has 4-6 per
 #: speaker); ``long_dev`` is one of the sets the small-cluster floor was chosen on, ``long_test``
-#: was scored after the choice.
+#: was scored after the choice. ``dev2`` and ``test2``: fresh layouts of each split.
 SIMULATED = {
     "dev": ("dev", 20, 1, None, None),
     "test": ("test", 20, 2, None, None),
     "long_dev": ("dev", 4, 7, (600.0, 900.0), (4, 5)),
     "long_test": ("test", 5, 21, (600.0, 1800.0), (4, 5)),
+    "dev2": ("dev", 20, 3, None, None),
+    "test2": ("test", 20, 4, None, None),
 }
 
 
