@@ -46,6 +46,7 @@ from audio_ops.models import (
     pick_device,
     resolve,
 )
+from audio_ops.vad import VadConfig
 
 SAMPLE_RATE = ANALYSIS_RATE  # see audio_ops.io
 WINDOW_SECONDS = 30.0  # Whisper's input window
@@ -105,8 +106,8 @@ class TranscriptionConfig:
             lying wholly in one, is moved to the speech next to it. Pauses are where the job's
             Silero VAD (``vad.model``, the bundled one by default) gives a speech probability
             under 0.5 for 0.1 s or more, or 10 ms frame energies sit near the clip's noise
-            floor for 50 ms or more. Off, the times are
-            Whisper's cross-attention times as they are. Not applied to the CTC aligner's times.
+            floor for 50 ms or more. Off, the times are Whisper's cross-attention times as they
+            are. Not applied to the CTC aligner's times.
     """
 
     backend: str = "faster-whisper"
@@ -923,9 +924,7 @@ class Transcriber:
             probabilities into ``speech_seconds``; ``None``: the bundled model and defaults.
     """
 
-    def __init__(self, config: TranscriptionConfig | None = None, vad: Any = None):
-        from audio_ops.vad import VadConfig
-
+    def __init__(self, config: TranscriptionConfig | None = None, vad: VadConfig | None = None):
         self.config = config or TranscriptionConfig()
         self.vad = vad or VadConfig()
         if self.config.backend == "faster-whisper":
@@ -1098,7 +1097,10 @@ class TranscribeOperator:
     batch_size = 16
 
     def __init__(
-        self, config: TranscriptionConfig | None = None, threads: int | None = None, vad: Any = None
+        self,
+        config: TranscriptionConfig | None = None,
+        threads: int | None = None,
+        vad: VadConfig | None = None,
     ):
         config = config or TranscriptionConfig()
         if threads:
