@@ -97,13 +97,13 @@ def babble_mixtures(targets=range(4)):
 REMIX_SNRS = (15.0, 20.0, 25.0)
 
 
-def remixes(pair: dict, noisy: np.ndarray, clean: np.ndarray):
-    """(name, snr, mixture) of ``pair``'s recorded noise put back at each of :data:`REMIX_SNRS`."""
+def remixes(name: str, noise: np.ndarray, clean: np.ndarray):
+    """(name, snr, mixture): a pair's recorded ``noise`` (noisy minus clean) put back on its
+    ``clean`` utterance at each of :data:`REMIX_SNRS`."""
     from audio_ops.evaluation import mix_at_snr
 
-    noise = noisy.astype(np.float64) - clean.astype(np.float64)
     for snr in REMIX_SNRS:
-        yield f"{Path(pair['noisy']).stem}@{snr:.0f}dB", snr, mix_at_snr(clean, noise, snr)
+        yield f"{name}@{snr:.0f}dB", snr, mix_at_snr(clean, noise, snr)
 
 
 def libri_remixes(noises: list[np.ndarray], targets=BABBLE_SPLITS["held_out"]):
@@ -154,6 +154,14 @@ def gain_table(groups: dict[str, list[dict]]) -> list[dict]:
         entry["auto_choices"] = dict(Counter(r["auto_choice"] for r in group))
         table.append(entry)
     return table
+
+
+def remix_table(remix_rows: list[dict], speaker: str) -> list[dict]:
+    """:func:`gain_table` of ``speaker``'s remixes, one group per input SNR."""
+    mine = [r for r in remix_rows if r["speaker"] == speaker]
+    return gain_table(
+        {f"{snr:.0f} dB": [r for r in mine if r["snr_db"] == snr] for snr in REMIX_SNRS}
+    )
 
 
 def gain_lines(table: list[dict], label: str, choices: bool = False) -> list[str]:
@@ -235,11 +243,12 @@ def main() -> None:
             file=sys.stderr,
             flush=True,
         )
-        for name, snr, mixture in remixes(pair, noisy, clean):
+        noise = noisy.astype(np.float64) - clean
+        for name, snr, mixture in remixes(Path(pair["noisy"]).stem, noise, clean):
             remix = {"file": name, "speaker": pair["speaker"], "snr_db": snr}
             remix_rows.append(run_methods(methods, clean, mixture, remix))
         if pair["speaker"] == SPLITS["held_out"]:
-            held_out_noises.append(noisy.astype(np.float64) - clean)
+            held_out_noises.append(noise)
     for name, snr, clean, mixture in libri_remixes(held_out_noises) if held_out_noises else ():
         remix = {"file": name, "speaker": "librispeech", "snr_db": snr}
         remix_rows.append(run_methods(methods, clean, mixture, remix))
@@ -292,14 +301,7 @@ def main() -> None:
             clean_note,
             "",
         ]
-        remixed = gain_table(
-            {
-                f"{snr:.0f} dB": [
-                    r for r in remix_rows if r["speaker"] == speaker and r["snr_db"] == snr
-                ]
-                for snr in REMIX_SNRS
-            }
-        )
+        remixed = remix_table(remix_rows, speaker)
         tables[f"{split}_remixed"] = remixed
         lines += [
             f"{split} (speaker {speaker}), its recorded noise put back at higher SNR: "
@@ -308,15 +310,8 @@ def main() -> None:
             *gain_lines(remixed, "input SNR", choices=True),
             "",
         ]
-    if any(r["speaker"] == "librispeech" for r in remix_rows):
-        libri = gain_table(
-            {
-                f"{snr:.0f} dB": [
-                    r for r in remix_rows if r["speaker"] == "librispeech" and r["snr_db"] == snr
-                ]
-                for snr in REMIX_SNRS
-            }
-        )
+    libri = remix_table(remix_rows, "librispeech")
+    if libri:
         tables["librispeech_remixed"] = libri
         lines += [
             "LibriSpeech (the babble set's held-out speakers) over p257's recorded noises: "
