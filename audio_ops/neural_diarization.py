@@ -299,7 +299,7 @@ def analyse_chunks(
         chunks, np.concatenate([whole_masks, before, after], axis=1), min_frames
     )
     whole, first, second = out[:, :local], out[:, local : 2 * local], out[:, 2 * local :]
-    both = ~np.isnan(first).any(axis=-1) & ~np.isnan(second).any(axis=-1)
+    both = _embedded(first) & _embedded(second)
     similarity = np.where(both, np.nan_to_num(first * second).sum(axis=-1), 1.0)
     split = both & (similarity < config.split_threshold)
     frames_a, frames_b = before.sum(axis=-1)[..., None], after.sum(axis=-1)[..., None]
@@ -369,6 +369,11 @@ def embed_mask_for(
 
 def _normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _embedded(embeddings: np.ndarray) -> np.ndarray:
+    """Which rows of ``(..., d)`` embeddings exist (an unembedded local speaker is all NaN)."""
+    return ~np.isnan(embeddings).any(axis=-1)
 
 
 def _constrained_assign(scores: np.ndarray, active: np.ndarray) -> np.ndarray:
@@ -484,7 +489,7 @@ def cluster_local_speakers(
     """
     bounds = bounds or ClusteringConfig()
     dim = embeddings.shape[-1]
-    valid = ~np.isnan(embeddings).any(axis=-1)
+    valid = _embedded(embeddings)
     active = activity.sum(axis=1) > 0
     if not valid.any():
         # Speech too short to embed anywhere: one speaker (without a voice print: a zero
@@ -520,7 +525,7 @@ def cluster_local_speakers(
 def assign_to_centroids(embeddings: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     """``(c, s)``: the speaker of each (chunk, local speaker) with an embedding, two of one chunk
     never the same (-2 for those without an embedding: :func:`stitch_unembedded` matches those)."""
-    valid = ~np.isnan(embeddings).any(axis=-1)
+    valid = _embedded(embeddings)
     scores = np.einsum("csd,kd->csk", np.nan_to_num(embeddings.astype(np.float64)), centroids)
     return _constrained_assign(scores, valid)
 
@@ -543,7 +548,7 @@ def rejoin_halves(
     """
     local = activity.shape[2] // 2
     first, second = embeddings[:, :local], embeddings[:, local:]
-    both = ~np.isnan(first).any(axis=-1) & ~np.isnan(second).any(axis=-1)
+    both = _embedded(first) & _embedded(second)
     if not both.any() or not len(centroids):
         return activity, embeddings, 0
     near_first = np.argmax(np.nan_to_num(first) @ centroids.T, axis=-1)
@@ -732,7 +737,7 @@ def diarize_segments(
         activity, embeddings, rejoined = rejoin_halves(activity, embeddings, centroids)
         if rejoined:
             hard = assign_to_centroids(embeddings, centroids)
-    valid = ~np.isnan(embeddings).any(axis=-1)
+    valid = _embedded(embeddings)
     k = len(centroids)
     hard = stitch_unembedded(activity, hard, offsets, total, k)
     binary, support = reconstruct(activity, hard, count, offsets, total, k)
