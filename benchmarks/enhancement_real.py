@@ -23,6 +23,12 @@ SNR estimate), which any enhancer removes and SI-SDR then counts as error; so th
 speakers of the babble set (LibriSpeech, other recordings) are remixed the same way over p257's
 noises too.
 
+``--dnsmos`` (needs ``pip install speechmos``, whose wheel ships Microsoft's DNSMOS P.835 ONNX
+models, MIT) also scores the remixes without a reference: DNSMOS's SIG (speech distortion), BAK
+(background noise) and OVRL on a 1-5 scale for the clean reference, the input and the outputs of
+DFN3, the gate and auto. Where the references carry noise of their own, this says whether an
+output lost speech quality or only lost the reference's noise.
+
 A third set checks the policy where DFN3 is known to fail: real three-voice babble. Each of the
 ten LibriSpeech speakers in ``../shared/realdata/speakers`` reads one utterance over the sum of
 three other speakers' utterances (each at unit RMS), mixed at 5, 10, 15 and 20 dB SNR. The babble
@@ -120,14 +126,32 @@ def libri_remixes(noises: list[np.ndarray], targets=BABBLE_SPLITS["held_out"]):
             yield f"{speakers[t].name}@{snr:.0f}dB", snr, clean, mix_at_snr(clean, noise, snr)
 
 
-def run_methods(methods: dict, clean: np.ndarray, mixture: np.ndarray, row: dict) -> dict:
+#: What ``--dnsmos`` scores: the reference, the input, and these methods' outputs.
+DNSMOS_METHODS = ("dfn3", "spectral_gating", "auto")
+DNSMOS_SCORES = ("sig", "bak", "ovrl")
+
+
+def dnsmos(audio: np.ndarray) -> dict[str, float]:
+    """DNSMOS P.835 of 16 kHz ``audio`` (``speechmos``'s bundled models): SIG, BAK, OVRL."""
+    from speechmos import dnsmos as model
+
+    scores = model.run(np.clip(audio, -1.0, 1.0).astype(np.float32), RATE)
+    return {k: float(scores[f"{k}_mos"]) for k in DNSMOS_SCORES}
+
+
+def run_methods(
+    methods: dict, clean: np.ndarray, mixture: np.ndarray, row: dict, quality=None
+) -> dict:
     """``row`` with each method's SI-SDR gain over ``mixture`` and, for the auto policies, the
-    choice, the attenuation limit and the SNR estimate."""
+    choice, the attenuation limit and the SNR estimate; with ``quality`` (:func:`dnsmos`), also
+    its scores of the reference, the input and the outputs of :data:`DNSMOS_METHODS`
+    (``dnsmos_<what>_<score>``)."""
     from audio_ops.evaluation import si_sdr
 
     n = clean.size
     base = si_sdr(clean, mixture)
     row["si_sdr_in_db"] = base
+    scored = {"clean": clean, "input": mixture} if quality else {}
     for method, run in methods.items():
         out = run(mixture)
         if isinstance(out, tuple):
@@ -136,7 +160,41 @@ def run_methods(methods: dict, clean: np.ndarray, mixture: np.ndarray, row: dict
             row[f"{method}_atten_db"] = info["enhancement_atten_db"]
             row["snr_estimate_db"] = info["snr_before_db"]
         row[f"gain_{method}_db"] = si_sdr(clean, out[:n]) - base
+        if quality and method in DNSMOS_METHODS:
+            scored[method] = out[:n]
+    for what, audio in scored.items():
+        for score, value in quality(audio).items():
+            row[f"dnsmos_{what}_{score}"] = value
     return row
+
+
+def dnsmos_table(remix_rows: list[dict]) -> tuple[list[dict], list[str]]:
+    """Mean DNSMOS per remix group (speaker, input SNR), and its Markdown table: OVRL, SIG and
+    BAK of the reference, the input and each of :data:`DNSMOS_METHODS`."""
+    columns = ("clean", "input", *DNSMOS_METHODS)
+    table = []
+    for speaker in sorted({r["speaker"] for r in remix_rows}):
+        for snr in REMIX_SNRS:
+            group = [r for r in remix_rows if r["speaker"] == speaker and r["snr_db"] == snr]
+            if not group or "dnsmos_input_ovrl" not in group[0]:
+                continue
+            entry = {"group": f"{speaker}, {snr:.0f} dB", "n": len(group)}
+            for what in columns:
+                for score in DNSMOS_SCORES:
+                    key = f"dnsmos_{what}_{score}"
+                    entry[key] = float(np.mean([r[key] for r in group]))
+            table.append(entry)
+    lines = [
+        "| remixes, input SNR | n | " + " | ".join(columns) + " |",
+        "|---|---:|" + "---|" * len(columns),
+    ]
+    for t in table:
+        cells = [
+            " / ".join(f"{t[f'dnsmos_{what}_{score}']:.2f}" for score in ("ovrl", "sig", "bak"))
+            for what in columns
+        ]
+        lines.append(f"| {t['group']} | {t['n']} | " + " | ".join(cells) + " |")
+    return table, lines
 
 
 def gain_table(groups: dict[str, list[dict]]) -> list[dict]:
@@ -197,7 +255,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--split", choices=("all", *SPLITS), default="all")
+    parser.add_argument(
+        "--dnsmos", action="store_true", help="also score the remixes with DNSMOS (speechmos)"
+    )
     args = parser.parse_args()
+    quality = dnsmos if args.dnsmos else None
 
     from audio_ops.enhancement import EnhancementConfig, Enhancer, enhance, spectral_gate
     from audio_ops.evaluation import si_sdr
@@ -246,12 +308,12 @@ def main() -> None:
         noise = noisy.astype(np.float64) - clean
         for name, snr, mixture in remixes(Path(pair["noisy"]).stem, noise, clean):
             remix = {"file": name, "speaker": pair["speaker"], "snr_db": snr}
-            remix_rows.append(run_methods(methods, clean, mixture, remix))
+            remix_rows.append(run_methods(methods, clean, mixture, remix, quality))
         if pair["speaker"] == SPLITS["held_out"]:
             held_out_noises.append(noise)
     for name, snr, clean, mixture in libri_remixes(held_out_noises) if held_out_noises else ():
         remix = {"file": name, "speaker": "librispeech", "snr_db": snr}
-        remix_rows.append(run_methods(methods, clean, mixture, remix))
+        remix_rows.append(run_methods(methods, clean, mixture, remix, quality))
 
     babble_rows = []
     babble_splits = (
@@ -318,6 +380,14 @@ def main() -> None:
             "mean SI-SDR gain in dB (lowest in brackets)",
             "",
             *gain_lines(libri, "input SNR", choices=True),
+            "",
+        ]
+    if quality:
+        tables["remixed_dnsmos"], dnsmos_lines = dnsmos_table(remix_rows)
+        lines += [
+            "DNSMOS of the remixes (mean OVRL / SIG / BAK, 1-5, no reference used)",
+            "",
+            *dnsmos_lines,
             "",
         ]
     babble_table = gain_table(
