@@ -260,6 +260,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     quality = dnsmos if args.dnsmos else None
+    if quality:
+        try:
+            import speechmos  # noqa: F401
+        except ImportError:
+            parser.error("--dnsmos needs speechmos: pip install speechmos (the bench extra)")
 
     from audio_ops.enhancement import EnhancementConfig, Enhancer, enhance, spectral_gate
     from audio_ops.evaluation import si_sdr
