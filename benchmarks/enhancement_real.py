@@ -128,11 +128,11 @@ def libri_remixes(noises: list[np.ndarray], targets=BABBLE_SPLITS["held_out"]):
 
 #: What ``--dnsmos`` scores: the reference, the input, and these methods' outputs.
 DNSMOS_METHODS = ("dfn3", "spectral_gating", "auto")
-DNSMOS_SCORES = ("sig", "bak", "ovrl")
+DNSMOS_SCORES = ("ovrl", "sig", "bak")
 
 
 def dnsmos(audio: np.ndarray) -> dict[str, float]:
-    """DNSMOS P.835 of 16 kHz ``audio`` (``speechmos``'s bundled models): SIG, BAK, OVRL."""
+    """DNSMOS P.835 of 16 kHz ``audio`` (``speechmos``'s bundled models): OVRL, SIG, BAK."""
     from speechmos import dnsmos as model
 
     scores = model.run(np.clip(audio, -1.0, 1.0).astype(np.float32), RATE)
@@ -174,11 +174,10 @@ def dnsmos_table(remix_rows: list[dict]) -> tuple[list[dict], list[str]]:
     columns = ("clean", "input", *DNSMOS_METHODS)
     table = []
     for speaker in sorted({r["speaker"] for r in remix_rows}):
-        for snr in REMIX_SNRS:
-            group = [r for r in remix_rows if r["speaker"] == speaker and r["snr_db"] == snr]
-            if not group or "dnsmos_input_ovrl" not in group[0]:
+        for label, group in remix_groups(remix_rows, speaker).items():
+            if not group:
                 continue
-            entry = {"group": f"{speaker}, {snr:.0f} dB", "n": len(group)}
+            entry = {"group": f"{speaker}, {label}", "n": len(group)}
             for what in columns:
                 for score in DNSMOS_SCORES:
                     key = f"dnsmos_{what}_{score}"
@@ -190,7 +189,7 @@ def dnsmos_table(remix_rows: list[dict]) -> tuple[list[dict], list[str]]:
     ]
     for t in table:
         cells = [
-            " / ".join(f"{t[f'dnsmos_{what}_{score}']:.2f}" for score in ("ovrl", "sig", "bak"))
+            " / ".join(f"{t[f'dnsmos_{what}_{score}']:.2f}" for score in DNSMOS_SCORES)
             for what in columns
         ]
         lines.append(f"| {t['group']} | {t['n']} | " + " | ".join(cells) + " |")
@@ -214,12 +213,15 @@ def gain_table(groups: dict[str, list[dict]]) -> list[dict]:
     return table
 
 
+def remix_groups(remix_rows: list[dict], speaker: str) -> dict[str, list[dict]]:
+    """``speaker``'s remixes by input SNR (``"15 dB"``: rows), in :data:`REMIX_SNRS` order."""
+    mine = [r for r in remix_rows if r["speaker"] == speaker]
+    return {f"{snr:.0f} dB": [r for r in mine if r["snr_db"] == snr] for snr in REMIX_SNRS}
+
+
 def remix_table(remix_rows: list[dict], speaker: str) -> list[dict]:
     """:func:`gain_table` of ``speaker``'s remixes, one group per input SNR."""
-    mine = [r for r in remix_rows if r["speaker"] == speaker]
-    return gain_table(
-        {f"{snr:.0f} dB": [r for r in mine if r["snr_db"] == snr] for snr in REMIX_SNRS}
-    )
+    return gain_table(remix_groups(remix_rows, speaker))
 
 
 def gain_lines(table: list[dict], label: str, choices: bool = False) -> list[str]:
