@@ -71,19 +71,20 @@ def test_enhance_denoises_and_mirrors_paths(ray_local, tmp_path):
 
 
 @pytest.mark.integration
-def test_folders_enhanced_before_the_babble_check_are_refused_and_resume_with_it_off(
+def test_folders_enhanced_by_an_older_default_are_refused_and_resume_with_its_options(
     ray_local, tmp_path, capsys
 ):
-    """The babble check (``max_removed_speech``, 2026-12-06) changes what the default does, so
-    a folder enhanced without it (written here with ``max_removed_speech: null``, which hashes
-    as the options did before) is refused by the default, naming both hashes, and is found
-    finished when the check is off again."""
+    """The babble check (``max_removed_speech``, 2026-12-06) and the gentler middle-band gate
+    (``mid_gate_atten_db``, 10 dB since 2026-12-08) change what the default does, so a folder
+    enhanced without them (written here with ``max_removed_speech: null`` and
+    ``mid_gate_atten_db: 20``, which hash as the options did before) is refused by the default,
+    naming both hashes, and is found finished when given those options again."""
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     clean, rate = load_audio(str(SAMPLE / "audio" / "conv01_clean_3spk.flac"), 16000)
     sf.write(corpus / "a.wav", clean[: 5 * rate], rate, subtype="FLOAT")
     off = tmp_path / "off.yaml"
-    off.write_text("enhancement: {max_removed_speech: null}\n")
+    off.write_text("enhancement: {max_removed_speech: null, mid_gate_atten_db: 20}\n")
     from audio_ops.enhancement import EnhancementConfig
     from pipelines.engine.config import config_hash, hashed_options, load_config
     from pipelines.jobs.enhance import EnhanceRunConfig
