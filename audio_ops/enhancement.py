@@ -127,12 +127,12 @@ class EnhancementConfig:
     noisy_snr_db: float = 20.0
     clean_snr_db: float = 30.0
     # Off by default. Tried on 2026-12-08 at 15 dB with the 18 dB limit: on p232's 13 inputs
-    # read at 15-20 dB a tie (mean SI-SDR gain +5.43 against +5.40 unlimited), on held-out
-    # speech +0.1 to +0.6 dB, but DNSMOS rated the limited output lower (OVRL -0.07 to -0.10,
-    # BAK lower, SIG no higher): the SI-SDR it gains is mostly noise left in that the "clean"
-    # references carry too (benchmarks/README.md). Where it is set, the babble check still
-    # judges the unlimited output, so the first block (a clip: all of it) goes through DFN3
-    # twice.
+    # read at 15-20 dB a tie (mean SI-SDR gain +5.43 against +5.40 unlimited), on the held-out
+    # rows +0.1 to +0.6 dB but for one pair (-0.1), and DNSMOS rated every limited output lower
+    # (OVRL -0.01 to -0.10, BAK -0.01 to -0.15, SIG -0.03 to +0.02): the SI-SDR it gains is
+    # noise left in that the "clean" references carry too (benchmarks/README.md). Where it is
+    # set, the babble check still judges the unlimited output, so the first block (a clip: all
+    # of it) goes through DFN3 twice.
     dfn3_upper_snr_db: float | None = field(default=None, metadata=ADDED_LATER)
     dfn3_upper_atten_db: float = field(default=18.0, metadata=ADDED_LATER)
     mid_method: str = field(default="spectral_gating", metadata=ADDED_LATER)
