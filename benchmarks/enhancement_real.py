@@ -11,11 +11,11 @@ were chosen on speaker p232 (14 pairs, the ``tune`` split); speaker p257 (11 pai
 was run once after the choice and is the figure reported. Each noisy file goes through ``none``,
 ``dfn3`` (unlimited attenuation), ``dfn3_18`` (limited to 18 dB), ``spectral_gating``, the
 ``auto`` default, ``auto_dfn3_upper`` (auto with DFN3 limited to 18 dB from 15 dB estimated
-SNR, ``dfn3_upper_snr_db: 15``; the default leaves it unlimited), ``auto_dec07`` (auto as on 2026-12-07: DFN3 unlimited,
-the middle band gated by up to 20 dB where the default now takes 10), ``auto_no_check`` (that
-without the babble check, as before 2026-12-06) and ``auto_before`` (the policy before
-2026-12-05: DFN3 below 8 dB estimated SNR, the gate up to 20, nothing above), and is scored by
-SI-SDR against the clean reference.
+SNR, ``dfn3_upper_snr_db: 15``; the default leaves it unlimited), ``auto_dec07`` (auto as on
+2026-12-07: DFN3 unlimited, the middle band gated by up to 20 dB where the default now takes
+10), ``auto_no_check`` (that without the babble check, as before 2026-12-06) and
+``auto_before`` (the policy before 2026-12-05: DFN3 below 8 dB estimated SNR, the gate up to
+20, nothing above), and is scored by SI-SDR against the clean reference.
 
 The pairs above 15 dB are few (4 tuned on, 1 held out), so a remixed set checks the "no loss on
 clean-ish input" side: each pair's recorded noise (noisy minus clean, sample-aligned) added back to
