@@ -57,8 +57,13 @@ class DiarizationConfig:
     # Before ``method`` existed every run was ``windows``: that value leaves the config hash as
     # it was, so those run folders still resume with ``method: windows``.
     method: str = field(default="segmentation", metadata={**ADDED_LATER, "before": "windows"})
+    # The config hash leaves ``segmentation`` out while it holds the defaults of 2026-12-07 (the
+    # last version whose hash left the section out at its defaults, so that the section's
+    # default changes never reached the hash), and always under ``windows``, which never reads
+    # it (:meth:`hash_omitted`). The new defaults (``warm_up``) put it in the hash, in full.
     segmentation: SegmentationDiarizationConfig = field(
-        default_factory=SegmentationDiarizationConfig, metadata=ADDED_LATER
+        default_factory=SegmentationDiarizationConfig,
+        metadata={**ADDED_LATER, "before": SegmentationDiarizationConfig(warm_up=0.0)},
     )
     vad: VadConfig = field(default_factory=VadConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
@@ -74,6 +79,10 @@ class DiarizationConfig:
             )
         if self.method == "windows" and self.chunk.overlap < self.embedding.window:
             raise ValueError("chunk.overlap must be at least embedding.window")
+
+    def hash_omitted(self) -> tuple[str, ...]:
+        """Fields the config hash leaves out here: ``segmentation`` under ``windows``."""
+        return ("segmentation",) if self.method == "windows" else ()
 
     @property
     def decode_chunk(self) -> ChunkConfig:

@@ -595,7 +595,9 @@ def aggregate(
     return total
 
 
-def speaker_count(activity: np.ndarray, offsets: np.ndarray, total_frames: int) -> np.ndarray:
+def speaker_count(
+    activity: np.ndarray, offsets: np.ndarray, total_frames: int, warm_up_frames: int = 0
+) -> np.ndarray:
     """How many people speak in each frame of the file: the chunks' per-frame counts of active
     local speakers, averaged over the chunks that saw the frame and rounded half up.
 
@@ -603,11 +605,23 @@ def speaker_count(activity: np.ndarray, offsets: np.ndarray, total_frames: int) 
         activity: ``(chunks, frames, local speakers)`` 0/1.
         offsets: first file frame of each chunk.
         total_frames: frames of the file.
+        warm_up_frames: each chunk's first and last this many frames, where the model has the
+            least context, are left out of the mean wherever another chunk's inner frames see
+            the frame (pyannote's ``warm_up`` of its speaker count, which leaves them out
+            everywhere: here a file's first and last frames keep the edge frames' count).
     """
     counts = activity.sum(axis=2, keepdims=True).astype(np.float64)
+    mean = aggregate(counts, offsets, total_frames)[:, 0]
+    edge = min(int(warm_up_frames), (counts.shape[1] - 1) // 2)
+    if edge > 0:
+        inner = counts.copy()
+        inner[:, :edge] = np.nan
+        inner[:, -edge:] = np.nan
+        seen = aggregate(np.isfinite(inner).astype(np.float64), offsets, total_frames, False)
+        mean = np.where(seen[:, 0] > 0, aggregate(inner, offsets, total_frames)[:, 0], mean)
     # Half the chunks or more saying "one more speaker here" counts (rint's round-half-to-even
     # would drop the frames that exactly half the chunks hear).
-    return np.floor(aggregate(counts, offsets, total_frames)[:, 0] + 0.5).astype(np.int64)
+    return np.floor(mean + 0.5).astype(np.int64)
 
 
 def total_frames_of(num_samples: int, frame_step: float, frames_per_chunk: int) -> int:

@@ -23,8 +23,8 @@ HERE = Path(__file__).resolve().parent
 #: participant MEE067 recurs (3 and 2 speakers).
 FILES = ("pyannote_sample", "pyannote_debug_trn00", "pyannote_debug_trn03")
 #: For the tests only (``tests/data/real``, not the demo): an AMI excerpt whose third
-#: participant says 0.6 s alone.
-TEST_FILES = ("pyannote_debug_trn04",)
+#: participant says 0.6 s alone, and one where a participant talks over another for 3 s.
+TEST_FILES = ("pyannote_debug_trn04", "pyannote_debug_trn06")
 TESTS = HERE.parents[1] / "tests" / "data" / "real"
 SPEAKERS = ("libri_1688", "libri_2414", "libri_533")
 UTTERANCES = 3  # per speaker: the first three (the generator's dev split)

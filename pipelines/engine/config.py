@@ -272,10 +272,14 @@ def hashed_options(config: Any, name: str, cls: type) -> Any:
 
 def _hash_view(obj: Any) -> Any:
     """:func:`to_dict`, less the options marked :data:`audio_ops.ADDED_LATER` that hold their
-    defaults."""
+    defaults (or their ``before`` values), and less what a config's ``hash_omitted()`` names
+    (options its other settings never read)."""
     if dataclasses.is_dataclass(obj):
         out = {}
+        omitted = obj.hash_omitted() if hasattr(obj, "hash_omitted") else ()
         for f in dataclasses.fields(obj):
+            if f.name in omitted:
+                continue
             value = getattr(obj, f.name)
             if f.metadata.get("hash") == ADDED_LATER["hash"] and value == f.metadata.get(
                 "before", _default_of(f)

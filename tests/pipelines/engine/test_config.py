@@ -91,3 +91,38 @@ def test_options_added_later_keep_older_run_folders_resumable():
     assert config_hash(shard_config(on)) != config_hash(shard_config(config))
     assert config_hash(weighted) != config_hash(config)
     assert config_hash(shard_config(weighted)) == config_hash(shard_config(config))
+    # Under windows the segmentation section is never read, so it never counts.
+    unread = load_config(DiarizeRunConfig, None, {**windows, "diarization.segmentation.step": 5.0})
+    assert config_hash(unread) == config_hash(config)
+
+
+def test_segmentation_defaults_of_2026_12_08_refuse_older_folders_which_resume_with_warm_up_0():
+    """Until 2026-12-07 the hash left the segmentation section out while it held its defaults,
+    so its default changes never reached the hash. The section now counts in full, except where
+    it holds those older defaults: a folder of that version resumes with ``warm_up: 0``."""
+    import hashlib
+    import json
+
+    from pipelines.engine.config import to_dict
+    from pipelines.jobs.diarize import DiarizeRunConfig, shard_config
+
+    def before_warm_up(config):
+        data = to_dict(config)
+        diarization = data["diarization"] if "diarization" in data else data
+        diarization.pop("profile")
+        diarization.pop("segmentation")
+        diarization["embedding"].pop("runtime")
+        data.get("linking", {}).pop("profile_weight", None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+    now = DiarizeRunConfig()
+    older = load_config(DiarizeRunConfig, None, {"diarization.segmentation.warm_up": 0.0})
+    for make in (lambda c: c, shard_config):
+        assert config_hash(make(older)) == before_warm_up(make(older))
+        assert config_hash(make(now)) != config_hash(make(older))
+    # From now on the section at its defaults is hashed in full, so a later change of any of
+    # its defaults changes the hash.
+    from pipelines.engine.config import _hash_view
+
+    hashed = _hash_view(now)["diarization"]["segmentation"]
+    assert hashed["warm_up"] == 0.25 and hashed["step"] == 2.5 and hashed["split_threshold"] == 0.6
