@@ -89,7 +89,9 @@ class SegmentationDiarizationConfig:
             speaker counts.
         min_split_seconds: the least speech on each side of the cut.
         warm_up: seconds at each end of a chunk left out of the per-frame speaker count
-            wherever other chunks see the frame from further inside (pyannote trims 1 s there).
+            wherever other chunks see the frame from further inside (pyannote's
+            ``speaker_count`` helper can trim chunk edges, 1 s by default; its diarization
+            pipeline calls it with no trim).
             Chosen on the AMI excerpts, dev, dev2 and long_dev (benchmarks/README.md): 0.25 s
             takes AMI from 14.46 to 13.89 % DER and moves the simulated sets, held-out ones
             included, by 0.04 points at most; 1 s loses 0.14 on dev. ``0``: every frame counts,

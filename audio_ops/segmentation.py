@@ -607,8 +607,9 @@ def speaker_count(
         total_frames: frames of the file.
         warm_up_frames: each chunk's first and last this many frames, where the model has the
             least context, are left out of the mean wherever another chunk's inner frames see
-            the frame (pyannote's ``warm_up`` of its speaker count, which leaves them out
-            everywhere: here a file's first and last frames keep the edge frames' count).
+            the frame. A file's first and last frames, seen by edges only, keep the edges'
+            count. (pyannote's ``speaker_count`` helper has such a ``warm_up``, trimming 10 %
+            of each side by default; its diarization pipeline passes none.)
     """
     counts = activity.sum(axis=2, keepdims=True).astype(np.float64)
     mean = aggregate(counts, offsets, total_frames)[:, 0]
