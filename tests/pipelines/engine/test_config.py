@@ -53,6 +53,25 @@ def test_overrides_and_hash():
     assert a == b and config_hash(a) == config_hash(b) != config_hash(c)
 
 
+def _diarize_hash_without(config, diarization_keys: tuple[str, ...]) -> str:
+    """The hash an older voxflow computed for a diarize config (or its ``shard_config``): its
+    canonical JSON without ``diarization_keys`` of the diarization section, nor the options
+    added later that every such version left out at their defaults (``diarization.profile``,
+    ``diarization.embedding.runtime``, ``linking.profile_weight``)."""
+    import hashlib
+    import json
+
+    from pipelines.engine.config import to_dict
+
+    data = to_dict(config)
+    diarization = data["diarization"] if "diarization" in data else data
+    for key in ("profile", *diarization_keys):
+        diarization.pop(key)
+    diarization["embedding"].pop("runtime")
+    data.get("linking", {}).pop("profile_weight", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def test_options_added_later_keep_older_run_folders_resumable():
     """An option added after run folders existed (here diarization.profile,
     diarization.embedding.runtime, linking.profile_weight, and diarization.method with its
@@ -60,21 +79,10 @@ def test_options_added_later_keep_older_run_folders_resumable():
     older behaviour: the hash equals what a voxflow without the option computed, so an upgrade
     does not refuse those folders. Set away from it, it does change the hash; the segmentation
     method, the new default, is such a change (older folders resume with method: windows)."""
-    import hashlib
-    import json
-
-    from pipelines.engine.config import to_dict
     from pipelines.jobs.diarize import DiarizeRunConfig, shard_config
 
     def before_the_option(config):
-        data = to_dict(config)
-        diarization = data["diarization"] if "diarization" in data else data
-        diarization.pop("profile")
-        diarization.pop("method")
-        diarization.pop("segmentation")
-        diarization["embedding"].pop("runtime")
-        data.get("linking", {}).pop("profile_weight", None)
-        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+        return _diarize_hash_without(config, ("method", "segmentation"))
 
     windows = {"diarization.method": "windows"}
     config = load_config(DiarizeRunConfig, None, windows)
@@ -100,20 +108,10 @@ def test_segmentation_defaults_of_2026_12_08_refuse_older_folders_which_resume_w
     """Until 2026-12-07 the hash left the segmentation section out while it held its defaults,
     so its default changes never reached the hash. The section now counts in full, except where
     it holds those older defaults: a folder of that version resumes with ``warm_up: 0``."""
-    import hashlib
-    import json
-
-    from pipelines.engine.config import to_dict
     from pipelines.jobs.diarize import DiarizeRunConfig, shard_config
 
     def before_warm_up(config):
-        data = to_dict(config)
-        diarization = data["diarization"] if "diarization" in data else data
-        diarization.pop("profile")
-        diarization.pop("segmentation")
-        diarization["embedding"].pop("runtime")
-        data.get("linking", {}).pop("profile_weight", None)
-        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+        return _diarize_hash_without(config, ("segmentation",))
 
     now = DiarizeRunConfig()
     older = load_config(DiarizeRunConfig, None, {"diarization.segmentation.warm_up": 0.0})
